@@ -58,7 +58,6 @@ class ConditionerConfig:
 
     output_dim: int
     cfg_dropout: float
-    seed: int
     attribute_dropout: dict[str, float] = field(default_factory=dict)
     text: dict[str, TextConditionerConfig] = field(default_factory=dict)
     lookup: dict[str, LookupConditionerConfig] = field(default_factory=dict)
@@ -87,7 +86,8 @@ def _typed(kind: type, value: object) -> object:
 class ConditionProvider(nn.Module):
     """list of B ConditioningAttributes (+ the LM sequence length S) -> ConditionTensors in the LM width D.
 
-    Dropouts act only in training mode and draw from this provider's own generator (seeded by the config).
+    Dropouts act only in training mode and draw from torch's default generator, which the training loop reseeds
+    from (seed, step, rank) before every batch (lit/callbacks.StepSeed): resumed runs redraw exactly, ranks differ.
     seq_len is the number of sequence steps the `add` / tiled chroma conditions must cover; None keeps each
     condition's own length (e.g. chroma prepended at the reference's length).
     """
@@ -131,7 +131,6 @@ class ConditionProvider(nn.Module):
         self.fuser = ConditionFuser(routes=config.fuser)
         self.cfg_dropout = ClassifierFreeDropout(p=config.cfg_dropout)
         self.attribute_dropout = AttributeDropout(probabilities=config.attribute_dropout)
-        self.generator = torch.Generator().manual_seed(config.seed)
 
     def forward(self, attributes: list[ConditioningAttributes], seq_len: int | None = None) -> ConditionTensors:
         if not attributes:
@@ -139,7 +138,7 @@ class ConditionProvider(nn.Module):
         if seq_len is not None and seq_len < 1:
             raise ValueError(f"seq_len must be >= 1 or None, got {seq_len}")
         if self.training:
-            attributes = self.attribute_dropout(attributes, generator=self.generator)
+            attributes = self.attribute_dropout(attributes, )
         conditions = {}
         for name, text in self.text.items():
             conditions[name] = text(collate_texts(attributes, name))
@@ -149,6 +148,6 @@ class ConditionProvider(nn.Module):
             conditions[name] = chroma(collate_wavs(attributes, name, sample_rate=chroma.sample_rate), seq_len=seq_len)
         tensors = self.fuser(conditions, seq_len=seq_len)
         if self.training and conditions:
-            keep = self.cfg_dropout.keep(len(attributes), generator=self.generator)  # [B]
+            keep = self.cfg_dropout.keep(len(attributes), )  # [B]
             tensors = tensors.where(keep.to(next(iter(conditions.values())).mask.device))
         return tensors

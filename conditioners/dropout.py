@@ -1,4 +1,4 @@
-"""Training-time condition dropout, drawn from a seeded torch.Generator so runs are reproducible.
+"""Training-time condition dropout; draws from the given torch.Generator, or torch's default one (reseeded per step).
 
 - Classifier-free-guidance dropout (Ho & Salimans 2022; MusicGen uses p = 0.3): with probability p an example loses
   every condition at once and sees `ConditionTensors.null()` — exactly what the sampler feeds its unconditional
@@ -25,7 +25,7 @@ class ClassifierFreeDropout:
         _check_probability("cfg_dropout", p)
         self.p = p
 
-    def keep(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    def keep(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """[B] bool, True for examples that keep their conditions."""
         return torch.rand(batch_size, generator=generator) >= self.p
 
@@ -39,7 +39,7 @@ class AttributeDropout:
         self.probabilities = dict(probabilities)
 
     def __call__(
-        self, attributes: list[ConditioningAttributes], generator: torch.Generator
+        self, attributes: list[ConditioningAttributes], generator: torch.Generator | None = None
     ) -> list[ConditioningAttributes]:
         """New attributes (the input is not modified) with dropped values set to None."""
         draws = torch.rand(len(attributes), len(self.probabilities), generator=generator)  # [B, attributes]

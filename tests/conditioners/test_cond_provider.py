@@ -66,7 +66,7 @@ def test_cfg_dropout_in_training_gives_exactly_the_null_condition_and_is_off_in_
 
 def test_lookup_and_text_conditions_share_the_cross_memory(tiny_t5_dir):
     config = ConditionerConfig(
-        output_dim=16, cfg_dropout=0.0, seed=0,
+        output_dim=16, cfg_dropout=0.0,
         text={"description": dict(encoder=tiny_t5_dir, pooling="mean", max_length=16, dtype="float32", cache_size=0)},
         lookup={"genre": dict(vocabulary=["rock", "jazz"])},
         fuser={"description": "cross", "genre": "cross"},
@@ -88,8 +88,8 @@ def test_t5_base_preset_without_a_local_copy_explains_how_to_provide_one(tmp_pat
 def test_config_typos_and_unrouted_conditions_fail_at_construction():
     with pytest.raises(TypeError, match="pooling_mode"):
         ConditionerConfig(
-            output_dim=8, cfg_dropout=0.0, seed=0, fuser={"description": "cross"},
+            output_dim=8, cfg_dropout=0.0, fuser={"description": "cross"},
             text={"description": dict(encoder="minilm", pooling_mode="mean", max_length=8, dtype="float32", cache_size=0)},
         )
     with pytest.raises(ValueError, match="fuser"):
-        ConditionerConfig(output_dim=8, cfg_dropout=0.0, seed=0, lookup={"genre": dict(hash_buckets=8)})
+        ConditionerConfig(output_dim=8, cfg_dropout=0.0, lookup={"genre": dict(hash_buckets=8)})
