@@ -1,8 +1,8 @@
 """Training datasets: random audio segments for the codec, fixed windows of codes for the LM.
 
-
-
-
+Both draw item `index` of epoch `epoch` from a generator seeded with (seed, epoch, index) alone, so the same
+triple gives the same sample whatever the DataLoader worker count or order (see EpochDataset for how an endless
+sampler reads later epochs).
 """
 import logging
 import random
