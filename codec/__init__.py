@@ -1,0 +1,10 @@
+"""Audio <-> codes: streamable convs, SEANet, residual VQ, the codec (and its training losses).
+
+Shapes: B batch, C audio channels, T samples, D latent width, F frames, K codebooks, card codebook size.
+"""
+
+from codec.codec import Codec, CodecConfig, CodecOutput
+from codec.rvq import QuantizerConfig
+from codec.seanet import SEANetConfig
+
+__all__ = ["Codec", "CodecConfig", "CodecOutput", "QuantizerConfig", "SEANetConfig"]
