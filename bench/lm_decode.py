@@ -1,0 +1,136 @@
+"""LM decode speed: codeclm's LMGenerator vs HF transformers' MusicgenForCausalLM.generate, same process and threads.
+
+Both: random weights, hidden 512, 8 layers, 8 heads, FFN 2048, 4 codebooks x 2048, delay pattern, batch 2, top-k 250
+sampling, a 32-step cross-attention memory, with and without CFG (coef 3). Also ours vs recomputing the whole
+prefix every step (no KV cache). Prints one JSON line last.
+
+    .venv/bin/python -m bench.lm_decode            # 500 steps (several minutes on 2 cores)
+    .venv/bin/python -m bench.lm_decode --steps 100
+"""
+import argparse
+import json
+import time
+
+import torch
+from transformers import LogitsProcessor, MusicgenDecoderConfig, MusicgenForCausalLM
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+from conditioners.tensors import ConditionTensors
+from lm.generator import GenerationConfig, LMGenerator
+from lm.lm import LMConfig, LMModel
+from lm.patterns import DelayPattern
+from lm.sampling import sample
+
+BATCH, DIM, LAYERS, HEADS, FFN, CODEBOOKS, CARD, MEMORY, TOP_K, CFG_COEF = 2, 512, 8, 8, 2048, 4, 2048, 32, 250, 3.0
+
+
+class StepTimer(LogitsProcessor):
+    """Records the wall time at which HF asks for each step's logits processing."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def step_stats(times: list[float], start: float) -> tuple[float, float]:
+    """times of each finished step -> (steps per second, mean step time late / mean step time early)."""
+    durations = torch.diff(torch.tensor([start] + times, dtype=torch.float64))
+    steps = len(durations)
+    early = durations[steps // 10:steps // 5].mean()  # steps 50-100 of 500
+    late = durations[9 * steps // 10:].mean()  # steps 450-500 of 500
+    return steps / (times[-1] - start), float(late / early)
+
+
+def run_ours(model: LMModel, memory: torch.Tensor, steps: int, cfg_coef: float) -> tuple[float, float]:
+    config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef)
+    generator = LMGenerator(model, DelayPattern(CODEBOOKS), config)
+    conditions = ConditionTensors(cross=memory, cross_mask=torch.ones(memory.shape[:2], dtype=torch.bool))
+    times: list[float] = []
+    start = time.perf_counter()
+    generator.generate(steps - (CODEBOOKS - 1), conditions=conditions, generator=torch.Generator().manual_seed(0),
+                       progress=lambda step, total: times.append(time.perf_counter()))
+    assert len(times) == steps
+    return step_stats(times, start)
+
+
+def run_hf(model: MusicgenForCausalLM, memory: torch.Tensor, steps: int, cfg_coef: float,
+           hf_cache: str) -> tuple[float, float]:
+    """hf_cache "default": what generate builds for MusicgenForCausalLM alone, a single DynamicCache in which (in
+    transformers 5.24) every step re-projects the encoder states and appends them to the self-attention cache, so
+    its step cost grows fast. "encoder-decoder": an EncoderDecoderCache passed in, which caches the cross keys once
+    (what MusicgenForConditionalGeneration gets); the fair comparison.
+    """
+    timer = StepTimer()
+    options = {} if hf_cache == "default" else {"cache": EncoderDecoderCache(DynamicCache(), DynamicCache())}
+    if cfg_coef != 1:
+        # HF's CFG: the null branch's encoder states are zeros. MusicgenForConditionalGeneration also passes a zero
+        # attention mask for them; MusicgenForCausalLM.generate mis-sizes an explicit encoder_attention_mask here,
+        # and with bias-free projections zero states give the same zero cross-attention output without it.
+        memory = torch.cat([memory, torch.zeros_like(memory)])
+    input_ids = torch.full((BATCH * CODEBOOKS, 1), CARD, dtype=torch.long)
+    start = time.perf_counter()
+    model.generate(input_ids, encoder_hidden_states=memory, do_sample=True, top_k=TOP_K,
+                   max_new_tokens=steps, num_return_sequences=1, guidance_scale=cfg_coef if cfg_coef != 1 else None,
+                   logits_processor=[timer], **options)
+    assert len(timer.times) == steps, len(timer.times)
+    return step_stats(timer.times, start)
+
+
+@torch.inference_mode()
+def run_no_cache(model: LMModel, memory: torch.Tensor, steps: int) -> float:
+    """Steps per second when every step re-runs the whole prefix (delay pattern, no CFG)."""
+    pattern = DelayPattern(CODEBOOKS).get_pattern(steps)
+    codes = torch.zeros(BATCH, CODEBOOKS, steps, dtype=torch.long)
+    sequence = pattern.build(codes, special_token=CARD)
+    conditions = ConditionTensors(cross=memory, cross_mask=torch.ones(memory.shape[:2], dtype=torch.bool))
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        logits = model(sequence[:, :, :step], conditions)[:, :, -1]
+        sequence[:, :, step] = sample(logits, temperature=1.0, top_k=TOP_K, top_p=0.0, generator=generator)
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=500, help="decode steps per generation")
+    parser.add_argument("--no-cache-steps", type=int, default=100, help="steps of the no-cache comparison")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--hf-cache", choices=["encoder-decoder", "default"], default="encoder-decoder",
+                        help="HF's cache: see run_hf")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ours = LMModel(LMConfig(num_codebooks=CODEBOOKS, card=CARD, dim=DIM, num_heads=HEADS, num_layers=LAYERS,
+                            ffn_dim=FFN)).eval()
+    hf_config = MusicgenDecoderConfig(vocab_size=CARD, num_codebooks=CODEBOOKS, hidden_size=DIM, num_attention_heads=HEADS,
+                                      num_hidden_layers=LAYERS, ffn_dim=FFN, pad_token_id=CARD, bos_token_id=CARD,
+                                      decoder_start_token_id=CARD, max_position_embeddings=4096)
+    hf = MusicgenForCausalLM(hf_config).eval()
+    hf.generation_config.pad_token_id = hf.generation_config.bos_token_id = CARD
+    hf.generation_config.decoder_start_token_id = CARD
+    memory = torch.randn(BATCH, MEMORY, DIM)
+    result = {"threads": torch.get_num_threads(), "steps": args.steps, "batch": BATCH, "hf_cache": args.hf_cache,
+              "ours_params": sum(p.numel() for p in ours.parameters()),
+              "hf_params": sum(p.numel() for p in hf.parameters())}
+    for name, cfg_coef in (("no_cfg", 1.0), ("cfg", CFG_COEF)):
+        ours_rate, ours_growth = run_ours(ours, memory, args.steps, cfg_coef)
+        hf_rate, hf_growth = run_hf(hf, memory, args.steps, cfg_coef, args.hf_cache)
+        result[name] = {"ours_steps_per_s": round(ours_rate, 2), "hf_steps_per_s": round(hf_rate, 2),
+                        "ratio": round(ours_rate / hf_rate, 2), "ours_step_cost_growth": round(ours_growth, 3),
+                        "hf_step_cost_growth": round(hf_growth, 3)}
+        print(name, result[name], flush=True)
+    cached_rate, _ = run_ours(ours, memory, args.no_cache_steps, 1.0)
+    no_cache_rate = run_no_cache(ours, memory, args.no_cache_steps)
+    result["no_cache"] = {"steps": args.no_cache_steps, "ours_cached_steps_per_s": round(cached_rate, 2),
+                          "ours_no_cache_steps_per_s": round(no_cache_rate, 2),
+                          "speedup": round(cached_rate / no_cache_rate, 2)}
+    print("no_cache", result["no_cache"], flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Config -> objects: the one place where the composed Hydra config becomes models, datasets and settings.
+
+train.py, generate.py and the notebooks build everything through these functions, so a key means the same
+thing wherever it is read.
+"""
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
+
+from codec.codec import Codec, CodecConfig
+from conditioners.conditioner import ConditionerConfig, ConditionProvider
+from data.datasets import SegmentConfig, SegmentDataset, TokenWindowConfig, TokenWindowDataset
+from data.manifest import read_manifest
+from data.token_shards import read_info
+from lit.codec_module import CodecLossConfig
+from lit.lm_module import WEIGHTS_FILE, LMTrainingConfig
+from lm.generator import GenerationConfig
+from lm.lm import LMConfig, LMModel
+from lm.patterns import PatternConfig, PatternProvider, make_pattern
+
+
+def plain(node: DictConfig) -> dict:
+    """A config node as plain, resolved Python containers (what the dataclasses take)."""
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def build_codec(cfg: DictConfig) -> Codec:
+    return Codec(CodecConfig(**plain(cfg.codec)))
+
+
+def build_codec_loss(cfg: DictConfig) -> CodecLossConfig:
+    return CodecLossConfig(**plain(cfg.codec_loss))
+
+
+def build_lm(cfg: DictConfig) -> LMModel:
+    return LMModel(LMConfig(**plain(cfg.lm.model)))
+
+
+def build_pattern(cfg: DictConfig) -> PatternProvider:
+    return make_pattern(PatternConfig(**plain(cfg.lm.pattern)), num_codebooks=cfg.lm.model.num_codebooks)
+
+
+def build_lm_training(cfg: DictConfig) -> LMTrainingConfig:
+    return LMTrainingConfig(**plain(cfg.lm.training))
+
+
+def build_conditioner(cfg: DictConfig) -> ConditionProvider:
+    return ConditionProvider(ConditionerConfig(**plain(cfg.conditioner)))
+
+
+def load_lm_export(path: str | Path, device: torch.device | str = "cpu"
+                   ) -> tuple[LMModel, PatternProvider, ConditionProvider, DictConfig]:
+    """An LM run directory (or its export/) -> (LM, pattern, conditioner, the run's resolved config), in eval mode."""
+    directory = Path(path)
+    if (directory / "export").is_dir():
+        directory = directory / "export"
+    config_file, weights_file = directory / "train_config.yaml", directory / WEIGHTS_FILE
+    if not (config_file.is_file() and weights_file.is_file()):
+        raise FileNotFoundError(f"checkpoint {path} is not an LM export: {config_file.name} and {WEIGHTS_FILE} are "
+                                f"written to <run dir>/export by `train.py stage=lm`")
+    cfg = OmegaConf.load(config_file)
+    lm, pattern, conditioner = build_lm(cfg), build_pattern(cfg), build_conditioner(cfg)
+    weights = load_file(weights_file, device="cpu")
+    for prefix, module in (("model.", lm), ("conditioner.provider.", conditioner)):
+        module.load_state_dict({name[len(prefix):]: value for name, value in weights.items() if name.startswith(prefix)})
+    return lm.to(device).eval(), pattern, conditioner.to(device).eval(), cfg
+
+
+def build_generation(node: DictConfig) -> GenerationConfig:
+    """From the node holding the sampling keys: cfg.generation in train.py, the root in generate.py."""
+    return GenerationConfig(**{field.name: node[field.name] for field in fields(GenerationConfig)})
+
+
+def build_segment_datasets(cfg: DictConfig) -> tuple[SegmentDataset, SegmentDataset]:
+    """Codec stage: random segments of the train and valid manifests."""
+    segment = SegmentConfig(**plain(cfg.data.segment))
+    return tuple(SegmentDataset(read_manifest(cfg.data[f"{split}_manifest"]), segment) for split in ("train", "valid"))
+
+
+def build_token_datasets(cfg: DictConfig) -> tuple[TokenWindowDataset, TokenWindowDataset]:
+    """LM stage: windows of the codes data.extract_tokens wrote; refuses tokens of a codec the LM does not fit."""
+    config = TokenWindowConfig(**plain(cfg.data.tokens))
+    datasets = []
+    for split in ("train", "valid"):
+        folder = Path(cfg.data.tokens_root) / split
+        info = read_info(folder)
+        model = cfg.lm.model
+        if (info["num_codebooks"], info["cardinality"]) != (model.num_codebooks, model.card):
+            raise ValueError(
+                f"tokens in {folder} have {info['num_codebooks']} codebooks x {info['cardinality']}, but the LM "
+                f"expects lm.model.num_codebooks={model.num_codebooks} x lm.model.card={model.card}"
+            )
+        datasets.append(TokenWindowDataset(str(folder), config))
+    return tuple(datasets)

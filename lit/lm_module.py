@@ -1,0 +1,139 @@
+"""Training the LM: cross-entropy per codebook over the valid pattern positions, AdamW, warmup + cosine schedule.
+
+Batch: {"codes": [B, K, T] long, ...}. The conditions come either from the batch (`batch["conditions"]`, a
+ConditionTensors; absent or None = unconditional), or, when a `conditioner` is given, from
+`conditioner(batch, seq_len=S)`: a module there (BatchConditioner around a conditioners.ConditionProvider, which
+applies its own CFG dropout in training) is a submodule, so its parameters train and are checkpointed with the LM.
+"""
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from safetensors.torch import save_file
+from torch import nn
+
+from conditioners.attributes import ConditioningAttributes
+from conditioners.conditioner import ConditionProvider
+from conditioners.tensors import ConditionTensors
+from lm.lm import LMModel
+from lm.patterns import PatternProvider
+
+
+WEIGHTS_FILE = "lm.safetensors"
+
+
+@dataclass
+class LMTrainingConfig:
+    """configs/lm/*.yaml `training:`; defaults are MusicGen's (Copet et al. 2023)."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    warmup_steps: int = 4000
+    total_steps: int = 1_000_000
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_steps < self.total_steps:
+            raise ValueError(f"warmup_steps must be in [0, total_steps={self.total_steps}), got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Learning-rate multiplier: linear from 0 to 1 over warmup_steps, then cosine to min_lr_ratio at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def codebook_losses(logits: torch.Tensor, codes: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, K, T, card], codes [B, K, T], valid [K, T] -> cross-entropy [K] and accuracy [K] over valid frames."""
+    B, K, T, card = logits.shape
+    weights = valid.expand(B, K, T).to(logits.dtype)  # [B, K, T]
+    count = weights.sum(dim=(0, 2)).clamp_min(1)  # [K]
+    cross_entropy = F.cross_entropy(logits.reshape(-1, card).float(), codes.reshape(-1), reduction="none").view(B, K, T)
+    correct = (logits.argmax(dim=-1) == codes).to(logits.dtype)
+    return (cross_entropy * weights).sum(dim=(0, 2)) / count, (correct * weights).sum(dim=(0, 2)) / count
+
+
+class BatchConditioner(nn.Module):
+    """Token-window batches (data.datasets.collate_token_windows) -> ConditionTensors through a ConditionProvider:
+    each example's description and categorical attributes become its ConditioningAttributes."""
+
+    def __init__(self, provider: ConditionProvider):
+        super().__init__()
+        self.provider = provider
+
+    def forward(self, batch: dict, seq_len: int) -> ConditionTensors:
+        attributes = [ConditioningAttributes(text={**fields, "description": description})
+                      for description, fields in zip(batch["description"], batch["attributes"])]
+        return self.provider(attributes, seq_len=seq_len)
+
+
+class LMLightningModule(LightningModule):
+    def __init__(self, model: LMModel, pattern: PatternProvider, training: LMTrainingConfig,
+                 conditioner: Callable[..., ConditionTensors] | None = None):
+        super().__init__()
+        if pattern.num_codebooks != model.config.num_codebooks:
+            raise ValueError(f"pattern num_codebooks must equal the model's {model.config.num_codebooks}, "
+                             f"got {pattern.num_codebooks}")
+        self.model, self.pattern, self.training_config = model, pattern, training
+        self.conditioner = conditioner
+
+    def losses(self, codes: torch.Tensor, conditions: ConditionTensors | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """codes [B, K, T] -> per-codebook cross-entropy [K] and accuracy [K] of predicting them."""
+        B, K, T = codes.shape
+        pattern = self.pattern.get_pattern(T, codes.device)
+        sequence = pattern.build(codes, special_token=self.model.special_token)  # [B, K, S]
+        logits = self.model(sequence, conditions)  # [B, K, S, card]
+        logits, valid = pattern.revert_logits(logits)  # [B, K, T, card], [K, T]
+        return codebook_losses(logits, codes, valid)
+
+    def conditions(self, batch: dict) -> ConditionTensors | None:
+        if self.conditioner is None:
+            return batch.get("conditions")
+        num_steps = self.pattern.get_pattern(batch["codes"].shape[2]).num_steps
+        return self.conditioner(batch, seq_len=num_steps)
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        cross_entropy, accuracy = self.losses(batch["codes"], self.conditions(batch))
+        loss = cross_entropy.mean()
+        self.log(f"{stage}/loss", loss, prog_bar=True)
+        for codebook in range(cross_entropy.shape[0]):
+            self.log(f"{stage}/ce_q{codebook}", cross_entropy[codebook])
+            self.log(f"{stage}/acc_q{codebook}", accuracy[codebook])
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def save(self, directory: str | Path) -> None:
+        """The LM's and the conditioner's trainable weights as safetensors (builders.load_lm_export reads them;
+        frozen text encoders are loaded from their own source)."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        state = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
+        save_file(state, Path(directory) / WEIGHTS_FILE)
+
+    def configure_optimizers(self):
+        config = self.training_config
+        parameters = [p for p in self.parameters() if p.requires_grad]  # the LM's and a conditioner module's
+        matrices = [p for p in parameters if p.dim() >= 2]  # weights and embeddings decay; norms and biases do not
+        vectors = [p for p in parameters if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": matrices, "weight_decay": config.weight_decay}, {"params": vectors, "weight_decay": 0.0}],
+            lr=config.lr, betas=tuple(config.betas),
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(
+            step, warmup_steps=config.warmup_steps, total_steps=config.total_steps, min_lr_ratio=config.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

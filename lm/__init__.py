@@ -1,0 +1,17 @@
+"""The language model over codec tokens: codes -> pattern sequence -> transformer -> logits -> sampled codes.
+
+Notation used for tensor shapes throughout `lm/`:
+
+    B     batch
+    K     codebooks (parallel token streams per frame)
+    T     frames (codec time steps)
+    S     pattern steps (positions of the interleaved sequence the transformer runs over)
+    D     model width
+    H     attention heads
+    L     condition length (cross-attention memory)
+    P     prepended condition steps
+    card  codebook size (tokens per codebook; the special token is `card`)
+
+Files, in data-flow order: patterns.py (codes [B, K, T] <-> sequence [B, K, S]), kv_cache.py, attention.py,
+transformer.py, lm.py (LMConfig, LMModel), sampling.py, generator.py (the decode loop, CFG, long-form windows).
+"""

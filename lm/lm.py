@@ -1,0 +1,118 @@
+"""The codec-token language model: K summed token embeddings -> transformer -> K output heads.
+
+The model computes logits; the generator (generator.py) owns the decode loop, sampling and guidance.
+Two entry points: `forward` over a whole pattern sequence (training), and `start_decoding` + `decode` for
+incremental decoding over a preallocated KV cache with the condition memory projected once.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from conditioners.tensors import ConditionTensors
+from lm.attention import CrossMemory
+from lm.kv_cache import KVCache
+from lm.transformer import Transformer
+
+
+@dataclass
+class LMConfig:
+    """Sizes of the LM; MusicGen small / medium / large are configs/lm/musicgen_*.yaml."""
+
+    num_codebooks: int = 4  # K parallel token streams (the codec's codebooks)
+    card: int = 2048  # codebook size; token `card` is the special token
+    dim: int = 1024  # D
+    num_heads: int = 16  # H
+    num_layers: int = 24
+    ffn_dim: int = 4096
+    cross_attention: bool = True  # layers attend to conditions.cross
+    positional: str = "sin"  # "sin": sinusoidal added at the input (MusicGen); "rope": rotary in self-attention
+    max_period: float = 10000.0  # longest wavelength of the positional frequencies
+
+
+@dataclass
+class DecodeState:
+    """Everything one incremental decoding keeps between calls; create it with `LMModel.start_decoding`.
+
+    caches:   one KVCache per layer, sized for the batch and the capacity (prepended steps included)
+    memories: per layer cross-attention keys/values, or None without a cross condition
+    add:      [B, S or 1, D] condition added to the input embeddings, or None
+    steps:    sequence steps decoded so far (indexes `add` when it has one entry per step)
+    """
+
+    caches: list[KVCache]
+    memories: list[CrossMemory] | None
+    add: torch.Tensor | None
+    steps: int = 0
+
+
+class LMModel(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        self.config = config
+        K, card, D = config.num_codebooks, config.card, config.dim
+        # One table of card + 1 rows (the special token last) per codebook, stored as one embedding with a row
+        # offset per codebook so the K lookups are a single gather.
+        self.embedding = nn.Embedding(K * (card + 1), D)
+        self.register_buffer("offsets", torch.arange(K)[:, None] * (card + 1), persistent=False)  # [K, 1]
+        self.transformer = Transformer(dim=D, num_heads=config.num_heads, num_layers=config.num_layers,
+                                       ffn_dim=config.ffn_dim, cross_attention=config.cross_attention,
+                                       positional=config.positional, max_period=config.max_period)
+        # K heads of [card, D] as one matrix: one matmul per step instead of K.
+        self.heads = nn.Linear(D, K * card, bias=False)
+
+    @property
+    def special_token(self) -> int:
+        return self.config.card
+
+    def embed(self, sequence: torch.Tensor) -> torch.Tensor:
+        """sequence [B, K, N] tokens in [0, card] -> summed embeddings [B, N, D]."""
+        return self.embedding(sequence + self.offsets).sum(dim=1)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [B, N, D] -> logits [B, K, N, card]."""
+        B, N, _ = hidden.shape
+        return self.heads(hidden).view(B, N, self.config.num_codebooks, self.config.card).transpose(1, 2)
+
+    def _memories(self, conditions: ConditionTensors | None) -> list[CrossMemory] | None:
+        if conditions is None or conditions.cross is None:
+            return None
+        return self.transformer.project_memory(conditions.cross, conditions.cross_mask)
+
+    def forward(self, sequence: torch.Tensor, conditions: ConditionTensors | None = None) -> torch.Tensor:
+        """sequence [B, K, S] -> logits [B, K, S, card]; the logits at step s predict step s + 1."""
+        B, K, S = sequence.shape
+        x = self.embed(sequence)  # [B, S, D]
+        prepended = 0
+        if conditions is not None and conditions.add is not None:
+            x = x + conditions.add
+        if conditions is not None and conditions.prepend is not None:
+            prepended = conditions.prepend.shape[1]
+            x = torch.cat([conditions.prepend, x], dim=1)  # [B, P + S, D]
+        hidden = self.transformer(x, memories=self._memories(conditions))
+        return self.project(hidden[:, prepended:])  # [B, K, S, card]
+
+    def start_decoding(self, batch_size: int, capacity: int, conditions: ConditionTensors | None = None) -> DecodeState:
+        """Allocate the caches for `capacity` sequence steps, project the memory and run the prepended steps."""
+        parameter = self.embedding.weight
+        prepend = None if conditions is None else conditions.prepend
+        prepended = 0 if prepend is None else prepend.shape[1]
+        state = DecodeState(
+            caches=self.transformer.make_caches(batch_size, capacity + prepended, dtype=parameter.dtype,
+                                                device=parameter.device),
+            memories=self._memories(conditions),
+            add=None if conditions is None else conditions.add,
+        )
+        if prepend is not None:
+            self.transformer(prepend, offset=0, memories=state.memories, caches=state.caches)
+        return state
+
+    def decode(self, sequence: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        """sequence [B, K, N] (the next N steps) -> logits [B, K, N, card], appending the steps to the caches."""
+        B, K, N = sequence.shape
+        x = self.embed(sequence)  # [B, N, D]
+        if state.add is not None:
+            x = x + (state.add if state.add.shape[1] == 1 else state.add[:, state.steps:state.steps + N])
+        hidden = self.transformer(x, offset=state.caches[0].length, memories=state.memories, caches=state.caches)
+        state.steps += N
+        return self.project(hidden)

@@ -1,0 +1,92 @@
+"""The decoder: pre-norm blocks of causal self-attention, cross-attention to the condition memory and a GELU MLP,
+with sinusoidal positions added at the input (MusicGen) or rotary positions inside self-attention.
+"""
+import math
+
+import torch
+from torch import nn
+
+from lm.attention import CrossAttention, CrossMemory, SelfAttention
+from lm.kv_cache import KVCache
+
+POSITIONAL = ("sin", "rope")
+
+
+def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
+    """positions [N] -> [N, D]: cosines then sines of geometrically spaced frequencies (Vaswani et al. 2017)."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, device=positions.device) / (half - 1))
+    phase = positions[:, None].float() * frequencies[None, :]  # [N, D / 2]
+    return torch.cat([phase.cos(), phase.sin()], dim=-1)
+
+
+def rotary_tables(positions: torch.Tensor, head_dim: int, max_period: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """positions [N] -> cos, sin [N, D / H], each frequency repeated for both halves (see `attention.rotate`)."""
+    frequencies = max_period ** (-torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+    phase = positions[:, None].float() * frequencies[None, :]  # [N, D / H / 2]
+    phase = torch.cat([phase, phase], dim=-1)
+    return phase.cos(), phase.sin()
+
+
+class TransformerBlock(nn.Module):
+    """x + self_attn(norm(x)), then x + cross_attn(norm(x), memory), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, cross_attention: bool):
+        super().__init__()
+        self.self_attention_norm = nn.LayerNorm(dim)
+        self.self_attention = SelfAttention(dim, num_heads)
+        self.cross_attention_norm = nn.LayerNorm(dim) if cross_attention else None
+        self.cross_attention = CrossAttention(dim, num_heads) if cross_attention else None
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, ffn_dim, bias=False), nn.GELU(), nn.Linear(ffn_dim, dim, bias=False))
+
+    def forward(self, x: torch.Tensor, memory: CrossMemory | None, cache: KVCache | None,
+                rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """x [B, N, D] -> [B, N, D]. Without a memory the cross-attention adds nothing (as a fully masked memory)."""
+        x = x + self.self_attention(self.self_attention_norm(x), cache=cache, rotary=rotary)
+        if memory is not None:
+            x = x + self.cross_attention(self.cross_attention_norm(x), memory)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, dim: int, num_heads: int, num_layers: int, ffn_dim: int, cross_attention: bool,
+                 positional: str, max_period: float):
+        super().__init__()
+        if positional not in POSITIONAL:
+            raise ValueError(f"positional must be one of {POSITIONAL}, got {positional!r}")
+        self.dim, self.num_heads = dim, num_heads
+        self.positional, self.max_period = positional, max_period
+        self.layers = nn.ModuleList(
+            [TransformerBlock(dim, num_heads, ffn_dim, cross_attention) for _ in range(num_layers)]
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    @property
+    def has_cross_attention(self) -> bool:
+        return self.layers[0].cross_attention is not None
+
+    def project_memory(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> list[CrossMemory]:
+        """memory [B, L, D], memory_mask [B, L] -> one projected memory per layer."""
+        if not self.has_cross_attention:
+            raise ValueError("conditions.cross was given but the model has cross_attention=False")
+        return [layer.cross_attention.project(memory, memory_mask) for layer in self.layers]
+
+    def make_caches(self, batch_size: int, capacity: int, dtype: torch.dtype, device: torch.device) -> list[KVCache]:
+        head_dim = self.dim // self.num_heads
+        return [KVCache(batch_size, self.num_heads, head_dim, capacity, dtype=dtype, device=device) for _ in self.layers]
+
+    def forward(self, x: torch.Tensor, offset: int = 0, memories: list[CrossMemory] | None = None,
+                caches: list[KVCache] | None = None) -> torch.Tensor:
+        """x [B, N, D] at positions offset .. offset + N - 1 -> [B, N, D] (normalized)."""
+        B, N, D = x.shape
+        positions = torch.arange(offset, offset + N, device=x.device)
+        rotary = None
+        if self.positional == "sin":
+            x = x + sinusoidal_embedding(positions, D, self.max_period).to(x.dtype)
+        else:
+            rotary = tuple(table.to(x.dtype) for table in rotary_tables(positions, D // self.num_heads, self.max_period))
+        for index, layer in enumerate(self.layers):
+            x = layer(x, memory=None if memories is None else memories[index],
+                      cache=None if caches is None else caches[index], rotary=rotary)
+        return self.norm(x)
