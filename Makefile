@@ -24,8 +24,41 @@ install: $(INSTALLED)
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-demo: install
-	$(PY) -m demo
+# The demo: each step is a file target, so a second `make demo` reuses what is already built.
+DEMO := outputs/demo
+DEMO_DATA := $(DEMO)/data/train/data.jsonl
+DEMO_CODEC := $(DEMO)/codec/export/model.safetensors
+DEMO_TOKENS := $(DEMO)/tokens/valid/tokens.json
+DEMO_LM := $(DEMO)/lm/export/lm.safetensors
+DEMO_AUDIO := $(DEMO)/generated/generation.json
+
+demo: install $(DEMO_AUDIO)
+	@echo
+	@echo "demo done:"
+	@echo "  data         $(DEMO)/data (train/valid/test manifests, WAVs with caption sidecars)"
+	@echo "  codec run    $(DEMO)/codec (config.yaml, checkpoints/, export/)"
+	@echo "  tokens       $(DEMO)/tokens"
+	@echo "  LM run       $(DEMO)/lm"
+	@echo "  generated    $(DEMO)/generated (WAVs, spectrogram PNGs, generation.json)"
+	@echo "  TensorBoard: $(VENV)/bin/tensorboard --logdir $(DEMO)"
+
+$(DEMO_DATA): | install
+	$(PY) -m data.build_default --out $(DEMO)/data --minutes 40
+
+$(DEMO_CODEC): $(DEMO_DATA)
+	$(PY) train.py experiment=demo stage=codec
+
+$(DEMO_TOKENS): $(DEMO_CODEC)
+	$(PY) -m data.extract_tokens --codec $(DEMO)/codec/export --manifest $(DEMO)/data/train --out $(DEMO)/tokens/train
+	$(PY) -m data.extract_tokens --codec $(DEMO)/codec/export --manifest $(DEMO)/data/valid --out $(DEMO)/tokens/valid
+
+$(DEMO_LM): $(DEMO_TOKENS)
+	$(PY) train.py experiment=demo stage=lm
+
+$(DEMO_AUDIO): $(DEMO_LM)
+	rm -rf $(DEMO)/generated
+	$(PY) generate.py checkpoint=$(DEMO)/lm prompts_manifest=$(DEMO)/data/test max_prompts=4 duration=8 \
+		out_dir=$(DEMO)/generated
 
 bench: install
 	$(PY) -m bench.codec_speed

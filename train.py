@@ -24,6 +24,7 @@ from builders import (
     build_codec,
     build_codec_loss,
     build_conditioner,
+    build_generation,
     build_lm,
     build_lm_training,
     build_pattern,
@@ -32,7 +33,7 @@ from builders import (
     plain,
 )
 from data.datasets import collate_segments, collate_token_windows
-from lit.callbacks import StepSeed
+from lit.callbacks import StepSeed, ValidationSamples
 from lit.codec_module import CodecModule
 from lit.datamodule import StreamDataModule
 from lit.lm_module import BatchConditioner, LMLightningModule
@@ -61,15 +62,19 @@ def train(cfg: DictConfig) -> Path:
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
     module, datamodule = build_stage(cfg)
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint_every_n_steps,
+                        save_last=True, save_top_k=-1),
+        StepSeed(cfg.seed),
+    ]
+    if cfg.stage == "lm" and cfg.codec_dir is not None:
+        callbacks.append(ValidationSamples(cfg.codec_dir, list(cfg.samples.prompts), cfg.samples.seconds,
+                                           build_generation(cfg.generation), seed=cfg.seed))
     trainer = pl.Trainer(
         **plain(cfg.trainer),
         default_root_dir=run_dir,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
-        callbacks=[
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint_every_n_steps,
-                            save_last=True, save_top_k=-1),
-            StepSeed(cfg.seed),
-        ],
+        callbacks=callbacks,
         use_distributed_sampler=False,  # StreamDataModule shards the stream across ranks itself
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)

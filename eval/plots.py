@@ -1,12 +1,9 @@
 """Pictures of audio for people: log-mel spectrogram PNGs (generate.py, the demo, the README)."""
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torchaudio  # noqa: E402
+import torch
+import torchaudio
+from matplotlib.figure import Figure  # no pyplot: writes files without touching the session's backend
 
 
 def log_mel(wav: torch.Tensor, sample_rate: int, n_mels: int = 80) -> torch.Tensor:
@@ -19,7 +16,8 @@ def save_spectrogram(path: str | Path, wav: torch.Tensor, sample_rate: int, titl
     """Write the log-mel spectrogram of wav [C, T] as a PNG with a time axis in seconds."""
     image = log_mel(wav, sample_rate).numpy()
     seconds = wav.shape[-1] / sample_rate
-    figure, axis = plt.subplots(figsize=(8, 3))
+    figure = Figure(figsize=(8, 3))
+    axis = figure.subplots()
     axis.imshow(image, origin="lower", aspect="auto", extent=(0, seconds, 0, image.shape[0]), cmap="magma",
                 vmin=image.max() - 8, vmax=image.max())
     axis.set_xlabel("time (s)")
@@ -27,4 +25,3 @@ def save_spectrogram(path: str | Path, wav: torch.Tensor, sample_rate: int, titl
     axis.set_title(title[:90], fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)

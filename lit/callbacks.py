@@ -1,6 +1,12 @@
 """Callbacks that make a training run reproducible and resumable to the step."""
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from codec.codec import Codec
+from conditioners.attributes import ConditioningAttributes
+from eval.plots import log_mel
+from lm.generator import GenerationConfig, LMGenerator
 
 
 def completed_batches(trainer: Trainer) -> int:
@@ -26,3 +32,39 @@ class StepSeed(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
         step_seed = self.seed * 1_000_003 + completed_batches(trainer) * trainer.world_size + trainer.global_rank
         torch.manual_seed(step_seed)
+
+
+class ValidationSamples(Callback):
+    """LM stage: after each validation, generate the fixed prompts and log their audio and spectrograms to
+    TensorBoard, so a run shows what it sounds like, not only its cross-entropy."""
+
+    def __init__(self, codec_dir: str, prompts: list[str], seconds: float, generation: GenerationConfig, seed: int):
+        self.codec_dir, self.prompts, self.seconds = codec_dir, prompts, seconds
+        self.generation, self.seed = generation, seed
+        self.codec = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking or not isinstance(trainer.logger, TensorBoardLogger):
+            return
+        if self.codec is None:
+            self.codec = Codec.load(self.codec_dir, device=pl_module.device).eval()
+        generator = LMGenerator(pl_module.model, pl_module.pattern, self.generation)
+        num_frames = max(1, round(self.seconds * self.codec.frame_rate))
+        attributes = [ConditioningAttributes(text={"description": prompt}) for prompt in self.prompts]
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.inference_mode():
+            conditions = pl_module.conditioner.provider(
+                attributes, seq_len=pl_module.pattern.get_pattern(num_frames).num_steps)
+            codes = generator.generate(num_frames, conditions,
+                                       generator=torch.Generator(pl_module.device).manual_seed(self.seed))
+            audio = self.codec.decode(codes).float().cpu()  # [B, C, samples]
+        pl_module.train(was_training)
+        experiment = trainer.logger.experiment
+        for index, (prompt, wav) in enumerate(zip(self.prompts, audio)):
+            wav = wav / max(1.0, wav.abs().max().item())
+            experiment.add_audio(f"samples/{index}", wav.mean(dim=0), trainer.global_step, self.codec.sample_rate)
+            image = log_mel(wav, self.codec.sample_rate)
+            image = ((image - image.max() + 8) / 8).clamp(0, 1).flip(0)  # 80 dB range, low frequencies at the bottom
+            experiment.add_image(f"samples/{index}_mel", image[None], trainer.global_step)
+            experiment.add_text(f"samples/{index}_prompt", prompt, trainer.global_step)

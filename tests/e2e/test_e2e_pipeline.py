@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from codec.codec import Codec
 from tests.e2e.conftest import codec_overrides, needs_default_data, run
@@ -24,8 +25,18 @@ def lm_run(default_data, tmp_path_factory):
         f"codec_dir={codec_dir / 'export'}", f"hydra.run.dir={root / 'lm'}", "trainer.max_steps=4",
         "lm.training.warmup_steps=1", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
         "trainer.enable_progress_bar=false", "data.loader.num_workers=0", "data.loader.batch_size=2",
-        "data.tokens.window_frames=60")
+        "data.tokens.window_frames=60", "samples.seconds=1", "trainer.log_every_n_steps=1")
     return root / "lm"
+
+
+def test_lm_run_logs_losses_and_generated_samples_at_each_validation(lm_run):
+    events = EventAccumulator(str(lm_run / "tensorboard"), size_guidance={"audio": 0, "images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "val/loss", "val/ce_q0", "val/acc_q3"} <= set(tags["scalars"])
+    assert [event.step for event in events.Audio("samples/1")] == [2, 4]  # validations at batches 2 and 4
+    assert "samples/1_mel" in tags["images"]
+    assert (lm_run / "export" / "lm.safetensors").is_file() and (lm_run / "config.yaml").is_file()
 
 
 def generate(lm_run, out_dir, *overrides):
