@@ -1,8 +1,11 @@
 """LM decode speed: codeclm's LMGenerator vs HF transformers' MusicgenForCausalLM.generate, same process and threads.
 
 Both: random weights, hidden 512, 8 layers, 8 heads, FFN 2048, 4 codebooks x 2048, delay pattern, batch 2, top-k 250
-sampling, a 32-step cross-attention memory, with and without CFG (coef 3). Also ours vs recomputing the whole
-prefix every step (no KV cache). Prints one JSON line last.
+sampling, a 32-step cross-attention memory, with and without CFG (coef 3). Rows: ours fp32 vs HF fp32 (`ratio`, the
+same precision); ours with weights=int8 (lm/quantize.py) vs HF fp32 (`int8_ratio`, what the opt-in buys); HF with
+torch's quantize_dynamic (the same fbgemm int8 kernels, per-channel weights), so `int8_vs_hf_int8` shows what is
+method and what is precision. Also ours vs recomputing the whole prefix every step (no KV cache). Prints one JSON
+line last.
 
     .venv/bin/python -m bench.lm_decode            # 500 steps (several minutes on 2 cores)
     .venv/bin/python -m bench.lm_decode --steps 100
@@ -10,6 +13,7 @@ prefix every step (no KV cache). Prints one JSON line last.
 import argparse
 import json
 import time
+import warnings
 
 import torch
 from transformers import LogitsProcessor, MusicgenDecoderConfig, MusicgenForCausalLM
@@ -44,8 +48,9 @@ def step_stats(times: list[float], start: float) -> tuple[float, float]:
     return steps / (times[-1] - start), float(late / early)
 
 
-def run_ours(model: LMModel, memory: torch.Tensor, steps: int, cfg_coef: float) -> tuple[float, float]:
-    config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef)
+def run_ours(model: LMModel, memory: torch.Tensor, steps: int, cfg_coef: float,
+             weights: str = "fp32") -> tuple[float, float]:
+    config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef, weights=weights)
     generator = LMGenerator(model, DelayPattern(CODEBOOKS), config)
     conditions = ConditionTensors(cross=memory, cross_mask=torch.ones(memory.shape[:2], dtype=torch.bool))
     times: list[float] = []
@@ -77,6 +82,14 @@ def run_hf(model: MusicgenForCausalLM, memory: torch.Tensor, steps: int, cfg_coe
                    logits_processor=[timer], **options)
     assert len(timer.times) == steps, len(timer.times)
     return step_stats(timer.times, start)
+
+
+def hf_int8(model: MusicgenForCausalLM) -> MusicgenForCausalLM:
+    """HF's model with every Linear dynamically quantized by torch (fbgemm, per-channel int8 weights, as ours)."""
+    with warnings.catch_warnings():  # torch.ao.quantization warns that it moves to torchao
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, inplace=False)
 
 
 @torch.inference_mode()
@@ -116,12 +129,19 @@ def main() -> None:
     result = {"threads": torch.get_num_threads(), "steps": args.steps, "batch": BATCH, "hf_cache": args.hf_cache,
               "ours_params": sum(p.numel() for p in ours.parameters()),
               "hf_params": sum(p.numel() for p in hf.parameters())}
+    hf_quantized = hf_int8(hf)
     for name, cfg_coef in (("no_cfg", 1.0), ("cfg", CFG_COEF)):
         ours_rate, ours_growth = run_ours(ours, memory, args.steps, cfg_coef)
         hf_rate, hf_growth = run_hf(hf, memory, args.steps, cfg_coef, args.hf_cache)
+        int8_rate, int8_growth = run_ours(ours, memory, args.steps, cfg_coef, weights="int8")
+        hf_int8_rate, _ = run_hf(hf_quantized, memory, args.steps, cfg_coef, args.hf_cache)
         result[name] = {"ours_steps_per_s": round(ours_rate, 2), "hf_steps_per_s": round(hf_rate, 2),
                         "ratio": round(ours_rate / hf_rate, 2), "ours_step_cost_growth": round(ours_growth, 3),
-                        "hf_step_cost_growth": round(hf_growth, 3)}
+                        "hf_step_cost_growth": round(hf_growth, 3),
+                        "ours_int8_steps_per_s": round(int8_rate, 2), "int8_ratio": round(int8_rate / hf_rate, 2),
+                        "ours_int8_step_cost_growth": round(int8_growth, 3),
+                        "hf_int8_steps_per_s": round(hf_int8_rate, 2),
+                        "int8_vs_hf_int8": round(int8_rate / hf_int8_rate, 2)}
         print(name, result[name], flush=True)
     cached_rate, _ = run_ours(ours, memory, args.no_cache_steps, 1.0)
     no_cache_rate = run_no_cache(ours, memory, args.no_cache_steps)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from codec.conv import PAD_MODES, PadMode, StreamableConv1d, StreamableConvTranspose1d
+from codec.conv import PAD_MODES, PadMode, StreamableConv1d, StreamableConvTranspose1d, unit_norm_init_
 from codec.streaming import StreamingModule
 
 Activation = Literal["elu", "snake"]
@@ -45,6 +45,7 @@ class SEANetConfig:
     pad_mode: PadMode = "reflect"
     true_skip: bool = False
     final_tanh: bool = False
+    unit_norm_init: bool = False
 
     def __post_init__(self) -> None:
         self.ratios = tuple(int(ratio) for ratio in self.ratios)
@@ -185,6 +186,8 @@ class SEANetEncoder(StreamingModule[None]):
             ),
         ]
         self.layers = nn.Sequential(*layers)
+        if config.unit_norm_init:
+            unit_norm_init_(self)
 
     def forward(self, wav: Tensor) -> Tensor:
         return self.layers(wav)
@@ -217,6 +220,8 @@ class SEANetDecoder(StreamingModule[None]):
         if config.final_tanh:
             layers.append(nn.Tanh())
         self.layers = nn.Sequential(*layers)
+        if config.unit_norm_init:
+            unit_norm_init_(self)
 
     def forward(self, latents: Tensor) -> Tensor:
         return self.layers(latents)

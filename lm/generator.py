@@ -14,9 +14,11 @@ import torch
 from conditioners.tensors import ConditionTensors
 from lm.lm import DecodeState, LMModel
 from lm.patterns import Pattern, PatternProvider
+from lm.quantize import quantize_int8
 from lm.sampling import check_sampling, guide, sample
 
 UNKNOWN = -1  # a sequence place not generated yet
+WEIGHTS = ("fp32", "int8")
 
 
 @dataclass
@@ -30,10 +32,13 @@ class GenerationConfig:
     two_step_cfg: bool = False  # conditional and null branches as two forwards instead of one doubled batch
     context_frames: int | None = None  # longest window the model runs on; None = one window of any length
     extend_stride_frames: int | None = None  # frames each further window advances; required with context_frames
+    weights: str = "fp32"  # "int8": generate with an int8 copy of the model's Linears (CPU only, lm/quantize.py)
 
     def __post_init__(self) -> None:
         if self.cfg_coef < 0:
             raise ValueError(f"cfg_coef must be >= 0, got {self.cfg_coef}")
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
         check_sampling(self.temperature, self.top_k, self.top_p)
         if self.context_frames is not None:
             if self.context_frames < 2:
@@ -53,6 +58,8 @@ class LMGenerator:
                              f"got {pattern.num_codebooks}")
         if config.top_k > model.config.card:
             raise ValueError(f"top_k must be in [0, card={model.config.card}], got {config.top_k}")
+        if config.weights == "int8":
+            model = quantize_int8(model)  # a copy: the caller's model keeps its fp32 weights
         self.model, self.pattern, self.config = model, pattern, config
 
     def windows(self, num_frames: int) -> list[tuple[int, int]]:

@@ -30,13 +30,12 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
     """
     if temperature == 0 or top_k == 1:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
     indices = None
-    if top_k > 0:
+    if top_k > 0:  # before the temperature, which keeps the order: only the k kept logits are divided
         logits, indices = logits.topk(top_k, dim=-1)  # [..., top_k], sorted descending
     elif top_p > 0:
         logits, indices = logits.sort(dim=-1, descending=True)
-    probs = logits.softmax(dim=-1)
+    probs = (logits.float() / temperature).softmax(dim=-1)
     if top_p > 0:
         mass_before = probs.cumsum(dim=-1) - probs  # probability of the more likely tokens; the first is always kept
         probs = probs.masked_fill(mass_before > top_p, 0.0)
