@@ -5,8 +5,8 @@
 CODEC_DIR is a directory written by `Codec.save`. The audio is a folder (searched recursively for .wav/.flac)
 or a JSONL manifest with one {"path": ...} per line (relative paths resolve against the manifest's folder).
 Each file is converted to the codec's rate and channel count, then, for every bitrate, coded by the codec with
-the matching number of codebooks and by Opus (ffmpeg + libopus; bitrates below 6 kbps are skipped for Opus),
-and scored with SI-SDR, mel distance, multi-resolution STFT distance and ViSQOL (see eval/audio_metrics.py).
+the matching number of codebooks and by Opus at the same bitrates (ffmpeg + libopus, which stops at 6 kbps: a
+lower-rate codec is put next to Opus's lowest rates with --opus-bitrates 6 8), and scored with SI-SDR, mel distance, multi-resolution STFT distance and ViSQOL (see eval/audio_metrics.py).
 Writes OUT_DIR/codec_eval.json (per file and averaged) and OUT_DIR/codec_eval.md (the averaged table).
 """
 import argparse
@@ -84,7 +84,9 @@ def score(file: str, system: str, kbps: float, estimate: Tensor, reference: Tens
 
 
 @torch.no_grad()
-def evaluate(codec: Codec, files: list[Path], bitrates: list[float], with_visqol: bool, with_opus: bool) -> list[Score]:
+def evaluate(codec: Codec, files: list[Path], bitrates: list[float], opus_bitrates: list[float],
+             with_visqol: bool) -> list[Score]:
+    """Scores of the codec at each of `bitrates` and of Opus at each of `opus_bitrates`, per file."""
     scores = []
     for path in files:
         wav, sample_rate = read_audio(path)
@@ -94,9 +96,9 @@ def evaluate(codec: Codec, files: list[Path], bitrates: list[float], with_visqol
             codes = codec.encode(wav.unsqueeze(0), codec.bandwidth_to_num_codebooks(kbps))  # [1, K', F]
             decoded = codec.decode(codes)[0, :, :T]
             scores.append(score(str(path), "codec", kbps, decoded, wav, codec.sample_rate, with_visqol))
-            if with_opus and kbps >= MIN_BITRATE_KBPS:
-                opus = opus_round_trip(wav, codec.sample_rate, kbps)
-                scores.append(score(str(path), "opus", kbps, opus, wav, codec.sample_rate, with_visqol))
+        for kbps in opus_bitrates:
+            opus = opus_round_trip(wav, codec.sample_rate, kbps)
+            scores.append(score(str(path), "opus", kbps, opus, wav, codec.sample_rate, with_visqol))
     return scores
 
 
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for codec_eval.json and codec_eval.md")
     parser.add_argument("--bitrates", type=float, nargs="+", help="kbps; default: the codec's bandwidths")
     parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (about 1 s of CPU per audio second)")
+    parser.add_argument("--opus-bitrates", type=float, nargs="+",
+                        help=f"kbps of the Opus reference; default: those of --bitrates that Opus supports "
+                             f"(>= {MIN_BITRATE_KBPS:g})")
     parser.add_argument("--no-opus", action="store_true", help="skip the Opus reference (needs ffmpeg)")
     args = parser.parse_args(argv)
     try:
@@ -137,11 +142,16 @@ def main(argv: list[str] | None = None) -> None:
         bitrates = args.bitrates or default_bitrates(codec)
         for kbps in bitrates:
             codec.bandwidth_to_num_codebooks(kbps)
+        opus_bitrates = [] if args.no_opus else args.opus_bitrates or [kbps for kbps in bitrates
+                                                                         if kbps >= MIN_BITRATE_KBPS]
+        for kbps in opus_bitrates:
+            if kbps < MIN_BITRATE_KBPS:
+                raise ValueError(f"--opus-bitrates must be >= {MIN_BITRATE_KBPS:g} kbps (libopus), got {kbps:g}")
         below_opus = [kbps for kbps in bitrates if kbps < MIN_BITRATE_KBPS]
-        if below_opus and not args.no_opus:
-            print(f"codec_eval: no Opus reference at {below_opus} kbps (libopus minimum {MIN_BITRATE_KBPS:g})",
-                  file=sys.stderr)
-        scores = evaluate(codec, files, bitrates, with_visqol=not args.no_visqol, with_opus=not args.no_opus)
+        if below_opus and not args.no_opus and not args.opus_bitrates:
+            print(f"codec_eval: no Opus reference at {below_opus} kbps (libopus minimum {MIN_BITRATE_KBPS:g}); "
+                  f"--opus-bitrates sets its own", file=sys.stderr)
+        scores = evaluate(codec, files, bitrates, opus_bitrates, with_visqol=not args.no_visqol)
     except (OSError, ValueError, RuntimeError) as error:
         sys.exit(f"codec_eval: {error}")
     rows = average(scores)
@@ -150,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         "checkpoint": str(args.checkpoint),
         "sample_rate": codec.sample_rate,
         "bitrates": bitrates,
+        "opus_bitrates": opus_bitrates,
         "average": rows,
         "per_file": [asdict(s) for s in scores],
     }

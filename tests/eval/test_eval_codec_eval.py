@@ -91,3 +91,21 @@ def test_folder_and_manifest_list_the_same_files(tmp_path):
     with pytest.raises(ValueError, match="no 'path'"):
         (tmp_path / "bad.jsonl").write_text('{"file": "a.wav"}\n')
         list_audio(tmp_path / "bad.jsonl")
+
+
+@needs_ffmpeg
+def test_opus_bitrates_set_the_reference_rates_apart_from_the_codecs(tmp_path):
+    torch.manual_seed(0)
+    _tiny_codec((6.0, 12.0)).save(tmp_path / "codec")
+    soundfile.write(tmp_path / "a.wav", _harmonic(1.0, 220.0, SAMPLE_RATE)[0].numpy(), SAMPLE_RATE)
+    arguments = ["--checkpoint", str(tmp_path / "codec"), "--audio", str(tmp_path), "--no-visqol"]
+    main(arguments + ["--out", str(tmp_path / "out"), "--bitrates", "6", "--opus-bitrates", "8", "16"])
+    result = json.loads((tmp_path / "out" / "codec_eval.json").read_text())
+    rows = sorted((row["system"], row["kbps"]) for row in result["average"])
+    assert rows == [("codec", 6.0), ("opus", 8.0), ("opus", 16.0)]
+    opus = {row["kbps"]: row for row in result["average"] if row["system"] == "opus"}
+    assert opus[16.0]["si_sdr"] > opus[8.0]["si_sdr"]  # the reference really ran at two different rates
+
+    with pytest.raises(SystemExit, match="--opus-bitrates must be >= 6 kbps"):
+        main(arguments + ["--out", str(tmp_path / "bad"), "--opus-bitrates", "3"])
+    assert not (tmp_path / "bad").exists()
