@@ -23,7 +23,7 @@ from tqdm import tqdm
 from builders import build_generation, load_lm_export
 from codec.codec import Codec
 from conditioners.attributes import ConditioningAttributes, WavCondition
-from data.audio import AudioReadError, convert_audio, read_audio, write_wav
+from data.audio import AudioReadError, convert_audio, limit_peak, read_audio, write_wav
 from data.manifest import read_manifest, read_sidecar
 from eval.plots import save_spectrogram
 from lm.generator import LMGenerator
@@ -97,8 +97,7 @@ def generate(cfg: DictConfig) -> Path:
                 for offset, wav in enumerate(audio):
                     name = f"{first + offset:03d}"
                     np.save(staging / f"{name}.npy", codes[offset].cpu().numpy())  # [K, T] the LM's tokens
-                    peak = wav.abs().max().item()
-                    write_wav(staging / f"{name}.wav", wav / max(1.0, peak / 0.99), codec.sample_rate)
+                    write_wav(staging / f"{name}.wav", limit_peak(wav), codec.sample_rate)
                     save_spectrogram(staging / f"{name}.png", wav, codec.sample_rate, title=prompts[first + offset])
                 prompt_bar.update(len(batch))
         parameters = {

@@ -194,8 +194,12 @@ def unit_norm_init_(module: nn.Module) -> None:
     Unit norm keeps the per-layer output level near the input level.
     """
     for layer in module.modules():
-        conv = getattr(layer, "conv", None) if isinstance(layer, StreamableConv1d) else getattr(layer, "convtr", None)
-        if conv is not None:
-            with torch.no_grad():
-                conv.parametrizations.weight.original0.fill_(1.0)
-                conv.bias.zero_()
+        if isinstance(layer, StreamableConv1d):
+            conv = layer.conv
+        elif isinstance(layer, StreamableConvTranspose1d):
+            conv = layer.convtr
+        else:
+            continue
+        with torch.no_grad():
+            conv.parametrizations.weight.original0.fill_(1.0)  # weight norm's magnitude g
+            conv.bias.zero_()

@@ -82,9 +82,14 @@ def normalize_rms(wav: torch.Tensor, target_db: float, peak_limit: float = 0.99)
     rms = wav.pow(2).mean().sqrt()
     if rms == 0:
         return wav
-    scaled = wav * (10 ** (target_db / 20) / rms)
-    peak = scaled.abs().max()
-    return scaled * (peak_limit / peak) if peak > peak_limit else scaled
+    return limit_peak(wav * (10 ** (target_db / 20) / rms), peak_limit)
+
+
+def limit_peak(wav: torch.Tensor, peak_limit: float = 0.99) -> torch.Tensor:
+    """Scale wav down so that its peak is at most `peak_limit` (generated audio before write_wav); quieter audio is
+    returned unchanged."""
+    peak = wav.abs().max()
+    return wav * (peak_limit / peak) if peak > peak_limit else wav
 
 
 def write_wav(path: str | Path, wav: torch.Tensor, sample_rate: int) -> None:

@@ -27,14 +27,14 @@ from pathlib import Path
 import hydra
 import torch
 import transformers
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
-from builders import build_generation, load_lm_export
+from builders import build_generation, load_lm_export, plain
 from codec.codec import Codec
 from conditioners.attributes import ConditioningAttributes
 from conditioners.conditioner import ConditionProvider
-from data.audio import AudioReadError, convert_audio, read_audio, write_wav
+from data.audio import AudioReadError, convert_audio, limit_peak, read_audio, write_wav
 from data.captions import CaptionConfig, make_caption
 from data.manifest import read_manifest, read_sidecar
 from eval.frechet import frechet_distance_of_sets
@@ -100,21 +100,21 @@ def read_windows(path: str, seconds: float, sample_rate: int) -> Tensor:
     return wav[:len(wav) // size * size].reshape(-1, size)
 
 
-def instrument_classifier(cfg: DictConfig, train_manifest: str, out_dir: Path,
+def instrument_classifier(cfg: DictConfig, config: InstrumentConfig, train_manifest: str, out_dir: Path,
                           features: LogMelStatistics) -> InstrumentClassifier:
     """The classifier cached in out_dir, or one trained now on windows of the train split's labelled clips."""
-    config = InstrumentConfig(**OmegaConf.to_container(cfg.instrument, resolve=True))
-    entries = [entry for entry in read_manifest(train_manifest) if read_sidecar(entry.path).get("instrument")]
-    key = fingerprint(config, cfg.sample_rate, cfg.duration, sorted(str(Path(e.path).resolve()) for e in entries))
+    instruments = {entry.path: read_sidecar(entry.path).get("instrument") for entry in read_manifest(train_manifest)}
+    labelled = {path: instrument for path, instrument in instruments.items() if instrument}
+    key = fingerprint(config, cfg.sample_rate, cfg.duration, sorted(str(Path(path).resolve()) for path in labelled))
     cached = load_cached_classifier(out_dir / CLASSIFIER_FILE, key, config)
     if cached is not None:
         return cached
     rows, labels = [], []
     with torch.no_grad():
-        for entry in entries:
-            windows = read_windows(entry.path, cfg.duration, cfg.sample_rate)  # [W, samples]
+        for path, instrument in labelled.items():
+            windows = read_windows(path, cfg.duration, cfg.sample_rate)  # [W, samples]
             rows.append(features(windows))
-            labels += [read_sidecar(entry.path)["instrument"]] * len(windows)
+            labels += [instrument] * len(windows)
     classifier = train_classifier(torch.cat(rows), labels, config)
     save_classifier(classifier, out_dir / CLASSIFIER_FILE, key)
     return classifier
@@ -123,8 +123,7 @@ def instrument_classifier(cfg: DictConfig, train_manifest: str, out_dir: Path,
 def measure(row: str, clips: Tensor, targets: list[Target], cfg: DictConfig, classifier: InstrumentClassifier,
             features: LogMelStatistics) -> tuple[list[Measurement], Tensor]:
     """clips [N, samples] at cfg.sample_rate, one target each -> (measurements, embeddings [N, E])."""
-    key_config = KeyConfig(**OmegaConf.to_container(cfg.key, resolve=True))
-    tempo_config = TempoConfig(**OmegaConf.to_container(cfg.tempo, resolve=True))
+    key_config, tempo_config = KeyConfig(**plain(cfg.key)), TempoConfig(**plain(cfg.tempo))
     with torch.no_grad():
         clip_features = features(clips)  # [N, 2M]
         embeddings = classifier.embed(clip_features)  # [N, E]
@@ -213,9 +212,9 @@ def evaluate(cfg: DictConfig) -> Path:
     targets = read_targets(test_manifest, cfg.num_captions)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    features = LogMelStatistics(InstrumentConfig(**OmegaConf.to_container(cfg.instrument, resolve=True)),
-                                cfg.sample_rate)
-    classifier = instrument_classifier(cfg, train_manifest, out_dir, features)
+    instrument_config = InstrumentConfig(**plain(cfg.instrument))
+    features = LogMelStatistics(instrument_config, cfg.sample_rate)
+    classifier = instrument_classifier(cfg, instrument_config, train_manifest, out_dir, features)
 
     entries = {Path(entry.path).name: entry.path for entry in read_manifest(test_manifest)}
     real_clips, real_targets = [], []
@@ -228,8 +227,7 @@ def evaluate(cfg: DictConfig) -> Path:
     for name, clips in generate_rows(cfg, [target.caption for target in targets], lm, pattern, conditioner,
                                      codec).items():
         for index, clip in enumerate(clips):
-            write_wav(out_dir / "generated" / name / f"{index:03d}.wav",
-                      clip[None] / max(1.0, clip.abs().max().item() / 0.99), cfg.sample_rate)
+            write_wav(out_dir / "generated" / name / f"{index:03d}.wav", limit_peak(clip[None]), cfg.sample_rate)
         row_measurements, embeddings = measure(name, clips, targets, cfg, classifier, features)
         measurements += row_measurements
         rows[name] = summarise(row_measurements, cfg.tempo.tolerance,
@@ -242,7 +240,7 @@ def evaluate(cfg: DictConfig) -> Path:
         f"held-out accuracy); Fréchet distance to the real windows on the instrument classifier's embeddings.\n\n"
         + table)
     report = {
-        "parameters": {**OmegaConf.to_container(cfg, resolve=True), "checkpoint": str(Path(cfg.checkpoint).resolve()),
+        "parameters": {**plain(cfg), "checkpoint": str(Path(cfg.checkpoint).resolve()),
                        "test_manifest": str(test_manifest), "train_manifest": str(train_manifest)},
         "instrument_labels": classifier.labels,
         "rows": rows,

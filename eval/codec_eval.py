@@ -6,7 +6,8 @@ CODEC_DIR is a directory written by `Codec.save`. The audio is a folder (searche
 or a JSONL manifest with one {"path": ...} per line (relative paths resolve against the manifest's folder).
 Each file is converted to the codec's rate and channel count, then, for every bitrate, coded by the codec with
 the matching number of codebooks and by Opus at the same bitrates (ffmpeg + libopus, which stops at 6 kbps: a
-lower-rate codec is put next to Opus's lowest rates with --opus-bitrates 6 8), and scored with SI-SDR, mel distance, multi-resolution STFT distance and ViSQOL (see eval/audio_metrics.py).
+lower-rate codec is put next to Opus's lowest rates with --opus-bitrates 6 8), and scored with SI-SDR, mel
+distance, multi-resolution STFT distance and ViSQOL (see eval/audio_metrics.py).
 Writes OUT_DIR/codec_eval.json (per file and averaged) and OUT_DIR/codec_eval.md (the averaged table).
 """
 import argparse

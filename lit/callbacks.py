@@ -5,6 +5,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from codec.codec import Codec
 from conditioners.attributes import ConditioningAttributes
+from data.audio import limit_peak
 from eval.plots import log_mel
 from lm.generator import GenerationConfig, LMGenerator
 
@@ -62,7 +63,7 @@ class ValidationSamples(Callback):
         pl_module.train(was_training)
         experiment = trainer.logger.experiment
         for index, (prompt, wav) in enumerate(zip(self.prompts, audio)):
-            wav = wav / max(1.0, wav.abs().max().item())
+            wav = limit_peak(wav, 1.0)
             experiment.add_audio(f"samples/{index}", wav.mean(dim=0), trainer.global_step, self.codec.sample_rate)
             image = log_mel(wav, self.codec.sample_rate)
             image = ((image - image.max() + 8) / 8).clamp(0, 1).flip(0)  # 80 dB range, low frequencies at the bottom

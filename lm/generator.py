@@ -8,6 +8,7 @@ re-prefills the last (context_frames - extend_stride_frames) generated frames as
 """
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
@@ -18,7 +19,8 @@ from lm.quantize import quantize_int8
 from lm.sampling import check_sampling, guide, sample
 
 UNKNOWN = -1  # a sequence place not generated yet
-WEIGHTS = ("fp32", "int8")
+Weights = Literal["fp32", "int8"]
+WEIGHTS = get_args(Weights)
 
 
 @dataclass
@@ -32,7 +34,7 @@ class GenerationConfig:
     two_step_cfg: bool = False  # conditional and null branches as two forwards instead of one doubled batch
     context_frames: int | None = None  # longest window the model runs on; None = one window of any length
     extend_stride_frames: int | None = None  # frames each further window advances; required with context_frames
-    weights: str = "fp32"  # "int8": generate with an int8 copy of the model's Linears (CPU only, lm/quantize.py)
+    weights: Weights = "fp32"  # "int8": generate with an int8 copy of the model's Linears (CPU only, lm/quantize.py)
 
     def __post_init__(self) -> None:
         if self.cfg_coef < 0:

@@ -3,7 +3,8 @@ import pytest
 import soundfile
 import torch
 
-from data.audio import AudioReadError, convert_audio, convert_channels, normalize_rms, read_audio, resample, write_wav
+from data.audio import (AudioReadError, convert_audio, convert_channels, limit_peak, normalize_rms, read_audio, resample,
+                        write_wav)
 
 
 def sine(frequency: float, sample_rate: int, seconds: float, amplitude: float = 0.5) -> torch.Tensor:
@@ -83,3 +84,11 @@ def test_normalize_rms_hits_target_and_respects_peak_limit():
     assert limited.abs().max().item() == pytest.approx(0.9)
     silent = torch.zeros(1, 100)
     assert torch.equal(normalize_rms(silent, target_db=-20.0), silent)
+
+
+def test_limit_peak_scales_loud_audio_to_the_limit_and_leaves_quiet_audio_alone():
+    loud = torch.tensor([[0.5, -2.0, 1.0]])
+    torch.testing.assert_close(limit_peak(loud), loud * 0.99 / 2.0)
+    quiet = torch.tensor([[0.1, -0.3]])
+    assert torch.equal(limit_peak(quiet), quiet)
+    assert limit_peak(loud, 1.0).abs().max().item() == pytest.approx(1.0)
