@@ -4,8 +4,9 @@ Both: random weights, hidden 512, 8 layers, 8 heads, FFN 2048, 4 codebooks x 204
 sampling, a 32-step cross-attention memory, with and without CFG (coef 3). Rows: ours fp32 vs HF fp32 (`ratio`, the
 same precision); ours with weights=int8 (lm/quantize.py) vs HF fp32 (`int8_ratio`, what the opt-in buys); HF with
 torch's quantize_dynamic (the same fbgemm int8 kernels, per-channel weights), so `int8_vs_hf_int8` shows what is
-method and what is precision. Also ours vs recomputing the whole prefix every step (no KV cache). Prints one JSON
-line last.
+method and what is precision. Also ours vs recomputing the whole prefix every step (no KV cache). Every generation
+runs `--repeats` times and each step's time is the median over the runs, for ours and HF alike, so a pause of the
+machine in one run does not count. Prints one JSON line last.
 
     .venv/bin/python -m bench.lm_decode            # 500 steps (several minutes on 2 cores)
     .venv/bin/python -m bench.lm_decode --steps 100
@@ -39,17 +40,24 @@ class StepTimer(LogitsProcessor):
         return scores
 
 
-def step_stats(times: list[float], start: float) -> tuple[float, float]:
-    """times of each finished step -> (steps per second, mean step time late / mean step time early)."""
-    durations = torch.diff(torch.tensor([start] + times, dtype=torch.float64))
+def step_durations(times: list[float], start: float) -> torch.Tensor:
+    """The time each step finished -> each step's duration [steps]."""
+    return torch.diff(torch.tensor([start] + times, dtype=torch.float64))
+
+
+def step_stats(runs: list[torch.Tensor]) -> tuple[float, float]:
+    """Step durations [steps] of repeated runs -> (steps per second, mean step time late / mean step time early),
+    from the median duration of each step over the runs."""
+    durations = torch.stack(runs).median(dim=0).values
     steps = len(durations)
     early = durations[steps // 10:steps // 5].mean()  # steps 50-100 of 500
     late = durations[9 * steps // 10:].mean()  # steps 450-500 of 500
-    return steps / (times[-1] - start), float(late / early)
+    return steps / float(durations.sum()), float(late / early)
 
 
 def run_ours(model: LMModel, memory: torch.Tensor, steps: int, cfg_coef: float,
-             weights: str = "fp32") -> tuple[float, float]:
+             weights: str = "fp32") -> torch.Tensor:
+    """Step durations [steps] of one generation."""
     config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef, weights=weights)
     generator = LMGenerator(model, DelayPattern(CODEBOOKS), config)
     conditions = ConditionTensors(cross=memory, cross_mask=torch.ones(memory.shape[:2], dtype=torch.bool))
@@ -58,15 +66,15 @@ def run_ours(model: LMModel, memory: torch.Tensor, steps: int, cfg_coef: float,
     generator.generate(steps - (CODEBOOKS - 1), conditions=conditions, generator=torch.Generator().manual_seed(0),
                        progress=lambda step, total: times.append(time.perf_counter()))
     assert len(times) == steps
-    return step_stats(times, start)
+    return step_durations(times, start)
 
 
 def run_hf(model: MusicgenForCausalLM, memory: torch.Tensor, steps: int, cfg_coef: float,
-           hf_cache: str) -> tuple[float, float]:
+           hf_cache: str) -> torch.Tensor:
     """hf_cache "default": what generate builds for MusicgenForCausalLM alone, a single DynamicCache in which (in
     transformers 5.24) every step re-projects the encoder states and appends them to the self-attention cache, so
     its step cost grows fast. "encoder-decoder": an EncoderDecoderCache passed in, which caches the cross keys once
-    (what MusicgenForConditionalGeneration gets); the fair comparison.
+    (what MusicgenForConditionalGeneration gets); the fair comparison. Returns step durations [steps].
     """
     timer = StepTimer()
     options = {} if hf_cache == "default" else {"cache": EncoderDecoderCache(DynamicCache(), DynamicCache())}
@@ -81,7 +89,7 @@ def run_hf(model: MusicgenForCausalLM, memory: torch.Tensor, steps: int, cfg_coe
                    max_new_tokens=steps, num_return_sequences=1, guidance_scale=cfg_coef if cfg_coef != 1 else None,
                    logits_processor=[timer], **options)
     assert len(timer.times) == steps, len(timer.times)
-    return step_stats(timer.times, start)
+    return step_durations(timer.times, start)
 
 
 def hf_int8(model: MusicgenForCausalLM) -> MusicgenForCausalLM:
@@ -112,6 +120,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500, help="decode steps per generation")
     parser.add_argument("--no-cache-steps", type=int, default=100, help="steps of the no-cache comparison")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each generation (median step time)")
     parser.add_argument("--hf-cache", choices=["encoder-decoder", "default"], default="encoder-decoder",
                         help="HF's cache: see run_hf")
     args = parser.parse_args()
@@ -126,15 +135,20 @@ def main() -> None:
     hf.generation_config.pad_token_id = hf.generation_config.bos_token_id = CARD
     hf.generation_config.decoder_start_token_id = CARD
     memory = torch.randn(BATCH, MEMORY, DIM)
-    result = {"threads": torch.get_num_threads(), "steps": args.steps, "batch": BATCH, "hf_cache": args.hf_cache,
+    result = {"threads": torch.get_num_threads(), "steps": args.steps, "repeats": args.repeats, "batch": BATCH,
+              "hf_cache": args.hf_cache,
               "ours_params": sum(p.numel() for p in ours.parameters()),
               "hf_params": sum(p.numel() for p in hf.parameters())}
     hf_quantized = hf_int8(hf)
     for name, cfg_coef in (("no_cfg", 1.0), ("cfg", CFG_COEF)):
-        ours_rate, ours_growth = run_ours(ours, memory, args.steps, cfg_coef)
-        hf_rate, hf_growth = run_hf(hf, memory, args.steps, cfg_coef, args.hf_cache)
-        int8_rate, int8_growth = run_ours(ours, memory, args.steps, cfg_coef, weights="int8")
-        hf_int8_rate, _ = run_hf(hf_quantized, memory, args.steps, cfg_coef, args.hf_cache)
+        runs = {"ours": [], "hf": [], "ours_int8": [], "hf_int8": []}
+        for _ in range(args.repeats):  # interleaved, so a slow phase of the machine hits every row alike
+            runs["ours"].append(run_ours(ours, memory, args.steps, cfg_coef))
+            runs["hf"].append(run_hf(hf, memory, args.steps, cfg_coef, args.hf_cache))
+            runs["ours_int8"].append(run_ours(ours, memory, args.steps, cfg_coef, weights="int8"))
+            runs["hf_int8"].append(run_hf(hf_quantized, memory, args.steps, cfg_coef, args.hf_cache))
+        (ours_rate, ours_growth), (hf_rate, hf_growth), (int8_rate, int8_growth), (hf_int8_rate, _) = (
+            step_stats(runs[row]) for row in ("ours", "hf", "ours_int8", "hf_int8"))
         result[name] = {"ours_steps_per_s": round(ours_rate, 2), "hf_steps_per_s": round(hf_rate, 2),
                         "ratio": round(ours_rate / hf_rate, 2), "ours_step_cost_growth": round(ours_growth, 3),
                         "hf_step_cost_growth": round(hf_growth, 3),
@@ -143,7 +157,7 @@ def main() -> None:
                         "hf_int8_steps_per_s": round(hf_int8_rate, 2),
                         "int8_vs_hf_int8": round(int8_rate / hf_int8_rate, 2)}
         print(name, result[name], flush=True)
-    cached_rate, _ = run_ours(ours, memory, args.no_cache_steps, 1.0)
+    cached_rate, _ = step_stats([run_ours(ours, memory, args.no_cache_steps, 1.0)])
     no_cache_rate = run_no_cache(ours, memory, args.no_cache_steps)
     result["no_cache"] = {"steps": args.no_cache_steps, "ours_cached_steps_per_s": round(cached_rate, 2),
                           "ours_no_cache_steps_per_s": round(no_cache_rate, 2),

@@ -12,7 +12,7 @@ from torch import nn
 from conditioners.tensors import ConditionTensors
 from lm.attention import CrossMemory
 from lm.kv_cache import KVCache
-from lm.transformer import Transformer
+from lm.transformer import Positions, Transformer
 
 
 @dataclass
@@ -34,13 +34,15 @@ class LMConfig:
 class DecodeState:
     """Everything one incremental decoding keeps between calls; create it with `LMModel.start_decoding`.
 
-    caches:   one KVCache per layer, sized for the batch and the capacity (prepended steps included)
-    memories: per layer cross-attention keys/values, or None without a cross condition
-    add:      [B, S or 1, D] condition added to the input embeddings, or None
-    steps:    sequence steps decoded so far (indexes `add` when it has one entry per step)
+    caches:    one KVCache per layer, sized for the batch and the capacity (prepended steps included)
+    positions: the position encodings of every cache position, computed once
+    memories:  per layer cross-attention keys/values, or None without a cross condition
+    add:       [B, S or 1, D] condition added to the input embeddings, or None
+    steps:     sequence steps decoded so far (indexes `add` when it has one entry per step)
     """
 
     caches: list[KVCache]
+    positions: Positions
     memories: list[CrossMemory] | None
     add: torch.Tensor | None
     steps: int = 0
@@ -100,11 +102,13 @@ class LMModel(nn.Module):
         state = DecodeState(
             caches=self.transformer.make_caches(batch_size, capacity + prepended, dtype=parameter.dtype,
                                                 device=parameter.device),
+            positions=self.transformer.positions(capacity + prepended, dtype=parameter.dtype, device=parameter.device),
             memories=self._memories(conditions),
             add=None if conditions is None else conditions.add,
         )
         if prepend is not None:
-            self.transformer(prepend, offset=0, memories=state.memories, caches=state.caches)
+            self.transformer(prepend, positions=state.positions[:prepended], memories=state.memories,
+                             caches=state.caches)
         return state
 
     def decode(self, sequence: torch.Tensor, state: DecodeState) -> torch.Tensor:
@@ -113,6 +117,10 @@ class LMModel(nn.Module):
         x = self.embed(sequence)  # [B, N, D]
         if state.add is not None:
             x = x + (state.add if state.add.shape[1] == 1 else state.add[:, state.steps:state.steps + N])
-        hidden = self.transformer(x, offset=state.caches[0].length, memories=state.memories, caches=state.caches)
+        start, capacity = state.caches[0].length, state.caches[0].capacity
+        if start + N > capacity:
+            raise ValueError(f"KV cache capacity {capacity} exceeded: {start} filled + {N} new")
+        hidden = self.transformer(x, positions=state.positions[start:start + N], memories=state.memories,
+                                  caches=state.caches)
         state.steps += N
         return self.project(hidden)

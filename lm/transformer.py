@@ -2,6 +2,7 @@
 with sinusoidal positions added at the input (MusicGen) or rotary positions inside self-attention.
 """
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,6 +27,20 @@ def rotary_tables(positions: torch.Tensor, head_dim: int, max_period: float) -> 
     phase = positions[:, None].float() * frequencies[None, :]  # [N, D / H / 2]
     phase = torch.cat([phase, phase], dim=-1)
     return phase.cos(), phase.sin()
+
+
+@dataclass
+class Positions:
+    """The position encodings of consecutive positions: sinusoidal [N, D] added at the input, or rotary (cos, sin)
+    [N, D / H] applied in self-attention; the other one is None. Decoding computes them once per generation and
+    slices one step's rows."""
+
+    additive: torch.Tensor | None
+    rotary: tuple[torch.Tensor, torch.Tensor] | None
+
+    def __getitem__(self, rows: slice) -> "Positions":
+        return Positions(additive=None if self.additive is None else self.additive[rows],
+                         rotary=None if self.rotary is None else (self.rotary[0][rows], self.rotary[1][rows]))
 
 
 class TransformerBlock(nn.Module):
@@ -76,17 +91,22 @@ class Transformer(nn.Module):
         head_dim = self.dim // self.num_heads
         return [KVCache(batch_size, self.num_heads, head_dim, capacity, dtype=dtype, device=device) for _ in self.layers]
 
-    def forward(self, x: torch.Tensor, offset: int = 0, memories: list[CrossMemory] | None = None,
-                caches: list[KVCache] | None = None) -> torch.Tensor:
-        """x [B, N, D] at positions offset .. offset + N - 1 -> [B, N, D] (normalized)."""
-        B, N, D = x.shape
-        positions = torch.arange(offset, offset + N, device=x.device)
-        rotary = None
+    def positions(self, count: int, dtype: torch.dtype, device: torch.device) -> Positions:
+        """The encodings of positions 0 .. count - 1."""
+        positions = torch.arange(count, device=device)
         if self.positional == "sin":
-            x = x + sinusoidal_embedding(positions, D, self.max_period).to(x.dtype)
-        else:
-            rotary = tuple(table.to(x.dtype) for table in rotary_tables(positions, D // self.num_heads, self.max_period))
+            return Positions(additive=sinusoidal_embedding(positions, self.dim, self.max_period).to(dtype), rotary=None)
+        cos, sin = rotary_tables(positions, self.dim // self.num_heads, self.max_period)
+        return Positions(additive=None, rotary=(cos.to(dtype), sin.to(dtype)))
+
+    def forward(self, x: torch.Tensor, positions: Positions | None = None, memories: list[CrossMemory] | None = None,
+                caches: list[KVCache] | None = None) -> torch.Tensor:
+        """x [B, N, D] -> [B, N, D] (normalized). positions: the N positions' encodings; None = positions 0 .. N - 1."""
+        if positions is None:
+            positions = self.positions(x.shape[1], x.dtype, x.device)
+        if positions.additive is not None:
+            x = x + positions.additive
         for index, layer in enumerate(self.layers):
             x = layer(x, memory=None if memories is None else memories[index],
-                      cache=None if caches is None else caches[index], rotary=rotary)
+                      cache=None if caches is None else caches[index], rotary=positions.rotary)
         return self.norm(x)

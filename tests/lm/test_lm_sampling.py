@@ -38,6 +38,22 @@ def test_exponential_race_matches_the_distribution():
     torch.testing.assert_close(frequencies, probs, atol=0.01, rtol=0)
 
 
+def test_top_k_samples_the_renormalized_k_best():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    tokens = sample(probs.log().repeat(40000, 1), temperature=1.0, top_k=2, top_p=0.0,
+                    generator=torch.Generator().manual_seed(4))
+    frequencies = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    torch.testing.assert_close(frequencies, torch.tensor([0.0, 0.0, 3 / 7, 4 / 7]), atol=0.01, rtol=0)
+
+
+def test_top_k_then_top_p_keeps_the_nucleus_of_the_k_best():
+    logits = torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15]).log().repeat(4000, 1)
+    tokens = sample(logits, temperature=1.0, top_k=3, top_p=0.6, generator=torch.Generator().manual_seed(5))
+    assert set(tokens.tolist()) == {1, 3}, "k=3 keeps 0.4, 0.3, 0.15 (renormalized 0.47, 0.35); 0.47 + 0.35 reaches 0.6"
+    tokens = sample(logits, temperature=1.0, top_k=3, top_p=0.99, generator=torch.Generator().manual_seed(5))
+    assert set(tokens.tolist()) == {1, 3, 4}
+
+
 def test_temperature_zero_is_greedy():
     logits = torch.randn(10, 4, 30)
     assert torch.equal(sample(logits, temperature=0.0, top_k=250, top_p=0.0), logits.argmax(dim=-1))
