@@ -55,11 +55,14 @@ def step_stats(runs: list[torch.Tensor]) -> tuple[float, float]:
     return steps / float(durations.sum()), float(late / early)
 
 
-def run_ours(model: LMModel, memory: torch.Tensor, steps: int, cfg_coef: float,
-             weights: str = "fp32") -> torch.Tensor:
+def our_generator(model: LMModel, cfg_coef: float, weights: str = "fp32", compile: bool = False) -> LMGenerator:
+    config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef, weights=weights,
+                              compile=compile)
+    return LMGenerator(model, DelayPattern(CODEBOOKS), config)
+
+
+def run_ours(generator: LMGenerator, memory: torch.Tensor, steps: int) -> torch.Tensor:
     """Step durations [steps] of one generation."""
-    config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef, weights=weights)
-    generator = LMGenerator(model, DelayPattern(CODEBOOKS), config)
     conditions = ConditionTensors(cross=memory, cross_mask=torch.ones(memory.shape[:2], dtype=torch.bool))
     times: list[float] = []
     start = time.perf_counter()
@@ -126,7 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ours = LMModel(LMConfig(num_codebooks=CODEBOOKS, card=CARD, dim=DIM, num_heads=HEADS, num_layers=LAYERS,
+    model = LMModel(LMConfig(num_codebooks=CODEBOOKS, card=CARD, dim=DIM, num_heads=HEADS, num_layers=LAYERS,
                             ffn_dim=FFN)).eval()
     hf_config = MusicgenDecoderConfig(vocab_size=CARD, num_codebooks=CODEBOOKS, hidden_size=DIM, num_attention_heads=HEADS,
                                       num_hidden_layers=LAYERS, ffn_dim=FFN, pad_token_id=CARD, bos_token_id=CARD,
@@ -137,28 +140,38 @@ def main() -> None:
     memory = torch.randn(BATCH, MEMORY, DIM)
     result = {"threads": torch.get_num_threads(), "steps": args.steps, "repeats": args.repeats, "batch": BATCH,
               "hf_cache": args.hf_cache,
-              "ours_params": sum(p.numel() for p in ours.parameters()),
+              "ours_params": sum(p.numel() for p in model.parameters()),
               "hf_params": sum(p.numel() for p in hf.parameters())}
     hf_quantized = hf_int8(hf)
     for name, cfg_coef in (("no_cfg", 1.0), ("cfg", CFG_COEF)):
-        runs = {"ours": [], "hf": [], "ours_int8": [], "hf_int8": []}
+        generators = {"ours": our_generator(model, cfg_coef), "ours_int8": our_generator(model, cfg_coef, weights="int8"),
+                      "ours_compiled": our_generator(model, cfg_coef, compile=True)}
+        start = time.perf_counter()
+        run_ours(generators["ours_compiled"], memory, args.steps)  # compiles the decode step
+        first_compiled_run = time.perf_counter() - start
+        runs = {"ours": [], "hf": [], "ours_int8": [], "hf_int8": [], "ours_compiled": []}
         for _ in range(args.repeats):  # interleaved, so a slow phase of the machine hits every row alike
-            runs["ours"].append(run_ours(ours, memory, args.steps, cfg_coef))
+            runs["ours"].append(run_ours(generators["ours"], memory, args.steps))
             runs["hf"].append(run_hf(hf, memory, args.steps, cfg_coef, args.hf_cache))
-            runs["ours_int8"].append(run_ours(ours, memory, args.steps, cfg_coef, weights="int8"))
+            runs["ours_int8"].append(run_ours(generators["ours_int8"], memory, args.steps))
             runs["hf_int8"].append(run_hf(hf_quantized, memory, args.steps, cfg_coef, args.hf_cache))
-        (ours_rate, ours_growth), (hf_rate, hf_growth), (int8_rate, int8_growth), (hf_int8_rate, _) = (
-            step_stats(runs[row]) for row in ("ours", "hf", "ours_int8", "hf_int8"))
+            runs["ours_compiled"].append(run_ours(generators["ours_compiled"], memory, args.steps))
+        (ours_rate, ours_growth), (hf_rate, hf_growth), (int8_rate, int8_growth), (hf_int8_rate, _), \
+            (compiled_rate, compiled_growth) = (step_stats(runs[row]) for row in runs)
         result[name] = {"ours_steps_per_s": round(ours_rate, 2), "hf_steps_per_s": round(hf_rate, 2),
                         "ratio": round(ours_rate / hf_rate, 2), "ours_step_cost_growth": round(ours_growth, 3),
                         "hf_step_cost_growth": round(hf_growth, 3),
                         "ours_int8_steps_per_s": round(int8_rate, 2), "int8_ratio": round(int8_rate / hf_rate, 2),
                         "ours_int8_step_cost_growth": round(int8_growth, 3),
                         "hf_int8_steps_per_s": round(hf_int8_rate, 2),
-                        "int8_vs_hf_int8": round(int8_rate / hf_int8_rate, 2)}
+                        "int8_vs_hf_int8": round(int8_rate / hf_int8_rate, 2),
+                        "ours_compiled_steps_per_s": round(compiled_rate, 2),
+                        "compiled_ratio": round(compiled_rate / hf_rate, 2),
+                        "ours_compiled_step_cost_growth": round(compiled_growth, 3),
+                        "compile_s": round(first_compiled_run - args.steps / compiled_rate, 1)}
         print(name, result[name], flush=True)
-    cached_rate, _ = step_stats([run_ours(ours, memory, args.no_cache_steps, 1.0)])
-    no_cache_rate = run_no_cache(ours, memory, args.no_cache_steps)
+    cached_rate, _ = step_stats([run_ours(our_generator(model, 1.0), memory, args.no_cache_steps)])
+    no_cache_rate = run_no_cache(model, memory, args.no_cache_steps)
     result["no_cache"] = {"steps": args.no_cache_steps, "ours_cached_steps_per_s": round(cached_rate, 2),
                           "ours_no_cache_steps_per_s": round(no_cache_rate, 2),
                           "speedup": round(cached_rate / no_cache_rate, 2)}

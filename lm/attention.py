@@ -27,18 +27,17 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, past: int = 0,
                 rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """x [B, N, D] -> [B, N, D]. rotary: (cos, sin) [N, D / H] for the N new positions."""
+        """x [B, N, D] -> [B, N, D]. past: positions already in the cache, before the N new ones.
+        rotary: (cos, sin) [N, D / H] for the N new positions."""
         B, N, D = x.shape
         # [B, N, 3 D] -> three [B, H, N, D / H]; view + permute rather than einops: this runs every decode step.
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         if rotary is not None:
             q, k = rotate(q, *rotary), rotate(k, *rotary)
-        past = 0
         if cache is not None:
-            past = cache.length
-            k, v = cache.append(k, v)  # the filled prefix, [B, H, past + N, D / H]
+            k, v = cache.write(k, v, start=past)  # the filled prefix, [B, H, past + N, D / H]
         if N == 1:
             out = F.scaled_dot_product_attention(q, k, v)  # one new step sees the whole prefix: no mask needed
         elif past == 0:

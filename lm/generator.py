@@ -13,6 +13,7 @@ from typing import Literal, get_args
 import torch
 
 from conditioners.tensors import ConditionTensors
+from lm.compiled import compile_decoding
 from lm.lm import DecodeState, LMModel
 from lm.patterns import Pattern, PatternProvider
 from lm.quantize import quantize_int8
@@ -35,12 +36,16 @@ class GenerationConfig:
     context_frames: int | None = None  # longest window the model runs on; None = one window of any length
     extend_stride_frames: int | None = None  # frames each further window advances; required with context_frames
     weights: Weights = "fp32"  # "int8": generate with an int8 copy of the model's Linears (CPU only, lm/quantize.py)
+    compile: bool = False  # decode steps run a torch.compile graph of a copy of the model (CPU, fp32; lm/compiled.py)
 
     def __post_init__(self) -> None:
         if self.cfg_coef < 0:
             raise ValueError(f"cfg_coef must be >= 0, got {self.cfg_coef}")
         if self.weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
+        if self.compile and self.weights != "fp32":
+            raise ValueError(f"compile=True compiles fp32 weights (faster on CPU than eager int8), got "
+                             f"weights={self.weights!r}")
         check_sampling(self.temperature, self.top_k, self.top_p)
         if self.context_frames is not None:
             if self.context_frames < 2:
@@ -62,6 +67,8 @@ class LMGenerator:
             raise ValueError(f"top_k must be in [0, card={model.config.card}], got {config.top_k}")
         if config.weights == "int8":
             model = quantize_int8(model)  # a copy: the caller's model keeps its fp32 weights
+        if config.compile:
+            model = compile_decoding(model)  # a copy with its weights frozen into the compiled graph
         self.model, self.pattern, self.config = model, pattern, config
 
     def windows(self, num_frames: int) -> list[tuple[int, int]]:

@@ -1,34 +1,38 @@
 """A preallocated key/value cache for one self-attention layer.
 
 The buffers are allocated once for a batch size and a capacity; each decode call writes its keys and values in
-place at the current length and advances the length. Nothing is concatenated or reallocated per step, and
-attention reads only the filled prefix `[:length]`, so the cost of a step grows only with the attention itself.
+place after the filled prefix. Nothing is concatenated or reallocated per step, and attention reads only the filled
+prefix, so the cost of a step grows only with the attention itself. The cache does not count what it holds: the
+caller passes the filled length (`DecodeState.length`), a plain int, so a compiled decode step (lm/compiled.py)
+sees it as an argument rather than as state it would have to guard on.
 """
+from dataclasses import dataclass
+
 import torch
-from torch import nn
 
 
-class KVCache(nn.Module):
-    """keys, values: [B, H, capacity, D / H]; `length` positions are filled."""
+@dataclass
+class KVCache:
+    """keys, values: [B, H, capacity, D / H]."""
 
-    def __init__(self, batch_size: int, num_heads: int, head_dim: int, capacity: int, dtype: torch.dtype,
-                 device: torch.device):
-        super().__init__()
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    @classmethod
+    def allocate(cls, batch_size: int, num_heads: int, head_dim: int, capacity: int, dtype: torch.dtype,
+                 device: torch.device) -> "KVCache":
         shape = (batch_size, num_heads, capacity, head_dim)
-        self.register_buffer("keys", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("values", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        # A plain int: the decode loop needs it to slice the filled prefix, and reading a device tensor would sync.
-        self.length = 0
+        return cls(keys=torch.zeros(shape, dtype=dtype, device=device),
+                   values=torch.zeros(shape, dtype=dtype, device=device))
 
     @property
     def capacity(self) -> int:
         return self.keys.shape[2]
 
-    def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write keys, values [B, H, N, D / H] after the filled prefix; return the filled prefix views [B, H, length, D / H].
-        `LMModel.decode` refuses a step past the capacity before any layer runs."""
-        start, end = self.length, self.length + keys.shape[2]
+    def write(self, keys: torch.Tensor, values: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write keys, values [B, H, N, D / H] at positions start .. start + N - 1; return the filled prefix views
+        [B, H, start + N, D / H]. `LMModel.decode` refuses a step past the capacity before any layer runs."""
+        end = start + keys.shape[2]
         self.keys[:, :, start:end].copy_(keys)
         self.values[:, :, start:end].copy_(values)
-        self.length = end
         return self.keys[:, :, :end], self.values[:, :, :end]

@@ -38,6 +38,7 @@ class DecodeState:
     positions: the position encodings of every cache position, computed once
     memories:  per layer cross-attention keys/values, or None without a cross condition
     add:       [B, S or 1, D] condition added to the input embeddings, or None
+    prepended: cache positions the prepended condition fills, before the sequence steps
     steps:     sequence steps decoded so far (indexes `add` when it has one entry per step)
     """
 
@@ -45,7 +46,13 @@ class DecodeState:
     positions: Positions
     memories: list[CrossMemory] | None
     add: torch.Tensor | None
+    prepended: int
     steps: int = 0
+
+    @property
+    def length(self) -> int:
+        """Filled cache positions."""
+        return self.prepended + self.steps
 
 
 class LMModel(nn.Module):
@@ -62,6 +69,7 @@ class LMModel(nn.Module):
                                        positional=config.positional, max_period=config.max_period)
         # K heads of [card, D] as one matrix: one matmul per step instead of K.
         self.heads = nn.Linear(D, K * card, bias=False)
+        self.compiled_step = None  # set by lm/compiled.py: a compiled `step` for one-step decode calls
 
     @property
     def special_token(self) -> int:
@@ -105,22 +113,34 @@ class LMModel(nn.Module):
             positions=self.transformer.positions(capacity + prepended, dtype=parameter.dtype, device=parameter.device),
             memories=self._memories(conditions),
             add=None if conditions is None else conditions.add,
+            prepended=prepended,
         )
         if prepend is not None:
             self.transformer(prepend, positions=state.positions[:prepended], memories=state.memories,
-                             caches=state.caches)
+                             caches=state.caches, past=0)
         return state
 
     def decode(self, sequence: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """sequence [B, K, N] (the next N steps) -> logits [B, K, N, card], appending the steps to the caches."""
-        B, K, N = sequence.shape
-        x = self.embed(sequence)  # [B, N, D]
-        if state.add is not None:
-            x = x + (state.add if state.add.shape[1] == 1 else state.add[:, state.steps:state.steps + N])
-        start, capacity = state.caches[0].length, state.caches[0].capacity
-        if start + N > capacity:
-            raise ValueError(f"KV cache capacity {capacity} exceeded: {start} filled + {N} new")
-        hidden = self.transformer(x, positions=state.positions[start:start + N], memories=state.memories,
-                                  caches=state.caches)
+        N = sequence.shape[2]
+        past, capacity = state.length, state.caches[0].capacity
+        if past + N > capacity:
+            raise ValueError(f"KV cache capacity {capacity} exceeded: {past} filled + {N} new")
+        add = state.add
+        if add is not None and add.shape[1] > 1:
+            add = add[:, state.steps:state.steps + N]
+        step = self.compiled_step if N == 1 and self.compiled_step is not None else self.step
+        logits = step(sequence, add, past, state.positions, state.memories, state.caches)
         state.steps += N
+        return logits
+
+    def step(self, sequence: torch.Tensor, add: torch.Tensor | None, past: int, positions: Positions,
+             memories: list[CrossMemory] | None, caches: list[KVCache]) -> torch.Tensor:
+        """The body of `decode` as a function of tensors and ints, which torch.compile can capture (lm/compiled.py).
+        sequence [B, K, N], add [B, N or 1, D] -> logits [B, K, N, card]; writes the caches at past .. past + N - 1."""
+        x = self.embed(sequence)  # [B, N, D]
+        if add is not None:
+            x = x + add
+        N = sequence.shape[2]
+        hidden = self.transformer(x, positions=positions[past:past + N], memories=memories, caches=caches, past=past)
         return self.project(hidden)

@@ -55,10 +55,10 @@ class TransformerBlock(nn.Module):
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, ffn_dim, bias=False), nn.GELU(), nn.Linear(ffn_dim, dim, bias=False))
 
-    def forward(self, x: torch.Tensor, memory: CrossMemory | None, cache: KVCache | None,
+    def forward(self, x: torch.Tensor, memory: CrossMemory | None, cache: KVCache | None, past: int,
                 rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         """x [B, N, D] -> [B, N, D]. Without a memory the cross-attention adds nothing (as a fully masked memory)."""
-        x = x + self.self_attention(self.self_attention_norm(x), cache=cache, rotary=rotary)
+        x = x + self.self_attention(self.self_attention_norm(x), cache=cache, past=past, rotary=rotary)
         if memory is not None:
             x = x + self.cross_attention(self.cross_attention_norm(x), memory)
         return x + self.mlp(self.mlp_norm(x))
@@ -89,7 +89,8 @@ class Transformer(nn.Module):
 
     def make_caches(self, batch_size: int, capacity: int, dtype: torch.dtype, device: torch.device) -> list[KVCache]:
         head_dim = self.dim // self.num_heads
-        return [KVCache(batch_size, self.num_heads, head_dim, capacity, dtype=dtype, device=device) for _ in self.layers]
+        return [KVCache.allocate(batch_size, self.num_heads, head_dim, capacity, dtype=dtype, device=device)
+                for _ in self.layers]
 
     def positions(self, count: int, dtype: torch.dtype, device: torch.device) -> Positions:
         """The encodings of positions 0 .. count - 1."""
@@ -100,13 +101,14 @@ class Transformer(nn.Module):
         return Positions(additive=None, rotary=(cos.to(dtype), sin.to(dtype)))
 
     def forward(self, x: torch.Tensor, positions: Positions | None = None, memories: list[CrossMemory] | None = None,
-                caches: list[KVCache] | None = None) -> torch.Tensor:
-        """x [B, N, D] -> [B, N, D] (normalized). positions: the N positions' encodings; None = positions 0 .. N - 1."""
+                caches: list[KVCache] | None = None, past: int = 0) -> torch.Tensor:
+        """x [B, N, D] -> [B, N, D] (normalized). positions: the N positions' encodings; None = positions 0 .. N - 1.
+        past: positions already in the caches, before the N new ones."""
         if positions is None:
             positions = self.positions(x.shape[1], x.dtype, x.device)
         if positions.additive is not None:
             x = x + positions.additive
         for index, layer in enumerate(self.layers):
             x = layer(x, memory=None if memories is None else memories[index],
-                      cache=None if caches is None else caches[index], rotary=positions.rotary)
+                      cache=None if caches is None else caches[index], past=past, rotary=positions.rotary)
         return self.norm(x)

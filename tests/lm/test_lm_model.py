@@ -54,7 +54,7 @@ def test_cache_buffers_are_written_in_place():
     with torch.inference_mode():
         for _ in range(6):
             model.decode(torch.full((1, K, 1), CARD), state)
-    assert state.caches[0].keys.data_ptr() == pointer and state.caches[0].length == 6
+    assert state.caches[0].keys.data_ptr() == pointer and state.length == 6
     assert state.caches[0].keys.abs().sum(dim=(0, 1, 3)).ne(0).all(), "every slot was filled"
     with pytest.raises(ValueError, match="capacity"):
         model.decode(torch.full((1, K, 1), CARD), state)
@@ -110,11 +110,12 @@ def test_cross_condition_refused_without_cross_attention():
 
 
 def test_kv_cache_returns_filled_prefix():
-    cache = KVCache(batch_size=1, num_heads=2, head_dim=4, capacity=5, dtype=torch.float32, device=torch.device("cpu"))
+    cache = KVCache.allocate(batch_size=1, num_heads=2, head_dim=4, capacity=5, dtype=torch.float32,
+                             device=torch.device("cpu"))
     first = torch.randn(1, 2, 3, 4)
-    cache.append(first, first)
+    cache.write(first, first, start=0)
     second = torch.randn(1, 2, 1, 4)
-    keys, values = cache.append(second, -second)
+    keys, values = cache.write(second, -second, start=3)
     assert keys.shape[2] == 4
     torch.testing.assert_close(keys, torch.cat([first, second], dim=2))
     torch.testing.assert_close(values, torch.cat([first, -second], dim=2))
