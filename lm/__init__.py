@@ -13,5 +13,6 @@ Notation used for tensor shapes throughout `lm/`:
     card  codebook size (tokens per codebook; the special token is `card`)
 
 Files, in data-flow order: patterns.py (codes [B, K, T] <-> sequence [B, K, S]), kv_cache.py, attention.py,
-transformer.py, lm.py (LMConfig, LMModel), sampling.py, generator.py (the decode loop, CFG, long-form windows).
+transformer.py, lm.py (LMConfig, LMModel), sampling.py, generator.py (the decode loop, CFG, long-form windows);
+quantize.py (int8 decoding) and compiled.py (torch.compile decoding) make the generator's faster copies of a model.
 """

@@ -121,7 +121,8 @@ class LMModel(nn.Module):
         return state
 
     def decode(self, sequence: torch.Tensor, state: DecodeState) -> torch.Tensor:
-        """sequence [B, K, N] (the next N steps) -> logits [B, K, N, card], appending the steps to the caches."""
+        """sequence [B, K, N] (the next N steps) -> logits [B, K, N, card], appending the steps to the caches.
+        One-step calls run `compiled_step` where lm/compiled.py has set it."""
         N = sequence.shape[2]
         past, capacity = state.length, state.caches[0].capacity
         if past + N > capacity:
