@@ -44,7 +44,8 @@ def quantize_int8(model: LMModel) -> LMModel:
     """A copy of `model` for generation with every nn.Linear as an Int8Linear; `model` itself is unchanged.
 
     Refused, naming the reason, where the kernels do not run: a model not on the CPU or not fp32, or a quantized
-    engine other than x86/fbgemm (e.g. ARM's qnnpack).
+    engine other than x86/fbgemm (e.g. ARM's qnnpack); and for a `compile_decoding` copy, whose compiled step
+    would keep running the fp32 weights.
     """
     weight = model.embedding.weight
     if weight.device.type != "cpu":
@@ -52,6 +53,9 @@ def quantize_int8(model: LMModel) -> LMModel:
                          f"use weights=fp32 on {weight.device.type}")
     if weight.dtype != torch.float32:
         raise ValueError(f"weights=int8 quantizes an fp32 model, got {weight.dtype}")
+    if model.compiled_step is not None:
+        raise ValueError("weights=int8 quantizes an fp32 model, got a compile_decoding copy (its compiled step would "
+                         "keep the fp32 weights); quantize the original model")
     engine = torch.backends.quantized.engine
     if engine not in ENGINES:
         raise ValueError(f"weights=int8 needs torch.backends.quantized.engine in {ENGINES} (x86 CPUs), got {engine!r}; "

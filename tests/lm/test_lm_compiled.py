@@ -7,6 +7,7 @@ from lm.compiled import compile_decoding
 from lm.generator import GenerationConfig, LMGenerator
 from lm.lm import LMConfig, LMModel
 from lm.patterns import DelayPattern
+from lm.quantize import quantize_int8
 
 K, CARD, DIM, STEPS = 4, 64, 64, 12
 
@@ -51,6 +52,8 @@ def test_compile_is_refused_for_non_fp32_and_with_int8_weights():
         compile_decoding(model.to(torch.bfloat16))
     with pytest.raises(ValueError, match="compile"):
         GenerationConfig(weights="int8", compile=True)
+    with pytest.raises(ValueError, match="compile_decoding"):
+        quantize_int8(compile_decoding(model.float()))
 
 
 def test_compiled_copies_keep_their_own_frozen_weights():
