@@ -1,14 +1,16 @@
 """Compiled decoding on CPU: each one-step `LMModel.decode` call runs one torch.compile graph.
 
 What compiling buys on CPU: a decode step at a small batch multiplies a few rows by every weight matrix, so it is
-bound by how fast the weights stream from memory. MKL's fp32 matmul reaches 4-8 GB/s on 2-4 rows here; Inductor's
-own C++ GEMM (`max_autotune` with the CPP backend, on weights frozen into the graph and prepacked) reaches 15-33
-GB/s on the same shapes, and Inductor also fuses the layer norms, residual adds, GELU and cache writes around them.
+bound by how fast the weights stream from memory. MKL's fp32 matmul streams them at 3-6 GB/s on 2-4 rows on this
+project's 2-core machine; Inductor's own C++ GEMM (`max_autotune` with the CPP backend, on weights frozen into the graph and
+prepacked) at 14-20 GB/s, near the machine's 20 GB/s, and Inductor also fuses the layer norms, residual adds, GELU
+and cache writes around them.
 docs/decode_speed.md has the measurements.
 
 How the step stays one graph for a whole generation:
 - `LMModel.step` takes the filled cache length `past` as a plain int argument; Dynamo compiles once for the first
-  value and once more, symbolically, when it changes, then reuses that graph for every later step. The caches are
+  value and once more, symbolically, when it changes, then reuses that graph for every later step (a third graph
+  serves the last step, where the filled prefix is the whole, contiguous buffer). The caches are
   `KVCache` dataclasses of tensors, so new caches for a new generation match the same graph.
 - A new batch size (the CFG-doubled batch), condition length or capacity compiles once more, and then becomes
   symbolic too.
