@@ -144,7 +144,8 @@ def main() -> None:
               "hf_params": sum(p.numel() for p in hf.parameters())}
     hf_quantized = hf_int8(hf)
     for name, cfg_coef in (("no_cfg", 1.0), ("cfg", CFG_COEF)):
-        generators = {"ours": our_generator(model, cfg_coef), "ours_int8": our_generator(model, cfg_coef, weights="int8"),
+        generators = {"ours": our_generator(model, cfg_coef),
+                      "ours_int8": our_generator(model, cfg_coef, weights="int8"),
                       "ours_compiled": our_generator(model, cfg_coef, compile=True)}
         start = time.perf_counter()
         run_ours(generators["ours_compiled"], memory, args.steps)  # compiles the decode step

@@ -2,9 +2,9 @@
 
 What compiling buys on CPU: a decode step at a small batch multiplies a few rows by every weight matrix, so it is
 bound by how fast the weights stream from memory. MKL's fp32 matmul streams them at 3-6 GB/s on 2-4 rows on this
-project's 2-core machine; Inductor's own C++ GEMM (`max_autotune` with the CPP backend, on weights frozen into the graph and
-prepacked) at 14-20 GB/s, near the machine's 20 GB/s, and Inductor also fuses the layer norms, residual adds, GELU
-and cache writes around them.
+project's 2-core machine; Inductor's own C++ GEMM (`max_autotune` with the CPP backend, on weights frozen into the
+graph and prepacked) at 14-20 GB/s, near the machine's 20 GB/s. Inductor also fuses the layer norms, residual adds,
+GELU and cache writes around them.
 docs/decode_speed.md has the measurements.
 
 How the step stays one graph for a whole generation:

@@ -71,7 +71,8 @@ def test_compiled_generation_samples_the_same_tokens_as_eager():
     """Through CFG, an audio prompt (prefilled eagerly) and long-form windows of two capacities."""
     torch.manual_seed(0)
     model = LMModel(LMConfig(num_codebooks=K, card=CARD, dim=DIM, num_heads=4, num_layers=2, ffn_dim=128)).eval()
-    conditions = ConditionTensors(cross=torch.randn(2, 5, DIM), cross_mask=torch.arange(5)[None] < torch.tensor([[3], [5]]))
+    conditions = ConditionTensors(cross=torch.randn(2, 5, DIM),
+                                  cross_mask=torch.arange(5)[None] < torch.tensor([[3], [5]]))
     prompt = torch.randint(0, CARD, (2, K, 3))
     codes = {}
     torch._dynamo.reset()
