@@ -4,7 +4,8 @@ Both: random weights, hidden 512, 8 layers, 8 heads, FFN 2048, 4 codebooks x 204
 sampling, a 32-step cross-attention memory, with and without CFG (coef 3). Rows: ours fp32 vs HF fp32 (`ratio`, the
 same precision); ours with weights=int8 (lm/quantize.py) vs HF fp32 (`int8_ratio`, what the opt-in buys); HF with
 torch's quantize_dynamic (the same fbgemm int8 kernels, per-channel weights), so `int8_vs_hf_int8` shows what is
-method and what is precision. Also ours vs recomputing the whole prefix every step (no KV cache). Every generation
+method and what is precision; ours with compile=True (lm/compiled.py), fp32 (`compiled_ratio`) and with
+weights=fp16 (`compiled_fp16_ratio`), against HF fp32. Also ours vs recomputing the whole prefix every step (no KV cache). Every generation
 runs `--repeats` times and each step's time is the median over the runs, for ours and HF alike, so a pause of the
 machine in one run does not count. Prints one JSON line last.
 
@@ -146,19 +147,23 @@ def main() -> None:
     for name, cfg_coef in (("no_cfg", 1.0), ("cfg", CFG_COEF)):
         generators = {"ours": our_generator(model, cfg_coef),
                       "ours_int8": our_generator(model, cfg_coef, weights="int8"),
-                      "ours_compiled": our_generator(model, cfg_coef, compile=True)}
-        start = time.perf_counter()
-        run_ours(generators["ours_compiled"], memory, args.steps)  # compiles the decode step
-        first_compiled_run = time.perf_counter() - start
-        runs = {"ours": [], "hf": [], "ours_int8": [], "hf_int8": [], "ours_compiled": []}
+                      "ours_compiled": our_generator(model, cfg_coef, compile=True),
+                      "ours_compiled_fp16": our_generator(model, cfg_coef, weights="fp16", compile=True)}
+        first_runs = {}
+        for row in ("ours_compiled", "ours_compiled_fp16"):
+            start = time.perf_counter()
+            run_ours(generators[row], memory, args.steps)  # compiles the decode step
+            first_runs[row] = time.perf_counter() - start
+        runs = {"ours": [], "hf": [], "ours_int8": [], "hf_int8": [], "ours_compiled": [], "ours_compiled_fp16": []}
         for _ in range(args.repeats):  # interleaved, so a slow phase of the machine hits every row alike
             runs["ours"].append(run_ours(generators["ours"], memory, args.steps))
             runs["hf"].append(run_hf(hf, memory, args.steps, cfg_coef, args.hf_cache))
             runs["ours_int8"].append(run_ours(generators["ours_int8"], memory, args.steps))
             runs["hf_int8"].append(run_hf(hf_quantized, memory, args.steps, cfg_coef, args.hf_cache))
             runs["ours_compiled"].append(run_ours(generators["ours_compiled"], memory, args.steps))
+            runs["ours_compiled_fp16"].append(run_ours(generators["ours_compiled_fp16"], memory, args.steps))
         (ours_rate, ours_growth), (hf_rate, hf_growth), (int8_rate, int8_growth), (hf_int8_rate, _), \
-            (compiled_rate, compiled_growth) = (step_stats(runs[row]) for row in runs)
+            (compiled_rate, compiled_growth), (fp16_rate, fp16_growth) = (step_stats(runs[row]) for row in runs)
         result[name] = {"ours_steps_per_s": round(ours_rate, 2), "hf_steps_per_s": round(hf_rate, 2),
                         "ratio": round(ours_rate / hf_rate, 2), "ours_step_cost_growth": round(ours_growth, 3),
                         "hf_step_cost_growth": round(hf_growth, 3),
@@ -169,7 +174,11 @@ def main() -> None:
                         "ours_compiled_steps_per_s": round(compiled_rate, 2),
                         "compiled_ratio": round(compiled_rate / hf_rate, 2),
                         "ours_compiled_step_cost_growth": round(compiled_growth, 3),
-                        "compile_s": round(first_compiled_run - args.steps / compiled_rate, 1)}
+                        "compile_s": round(first_runs["ours_compiled"] - args.steps / compiled_rate, 1),
+                        "ours_compiled_fp16_steps_per_s": round(fp16_rate, 2),
+                        "compiled_fp16_ratio": round(fp16_rate / hf_rate, 2),
+                        "ours_compiled_fp16_step_cost_growth": round(fp16_growth, 3),
+                        "compile_fp16_s": round(first_runs["ours_compiled_fp16"] - args.steps / fp16_rate, 1)}
         print(name, result[name], flush=True)
     cached_rate, _ = step_stats([run_ours(our_generator(model, 1.0), memory, args.no_cache_steps)])
     no_cache_rate = run_no_cache(model, memory, args.no_cache_steps)

@@ -1,6 +1,8 @@
 """Causal self-attention (fused qkv, optional rotary positions, KV cache) and cross-attention to a condition memory
-with a key-padding mask. Both use `scaled_dot_product_attention`; projections have no bias, as MusicGen's.
+with a key-padding mask. Both use `scaled_dot_product_attention`, except one-step attention over an fp16 cache;
+projections have no bias, as MusicGen's.
 """
+import math
 from dataclasses import dataclass
 
 import torch
@@ -8,6 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm.kv_cache import KVCache
+
+
+def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention of one query step over a whole prefix, computed in q's dtype from a cache of any float dtype.
+    q [B, H, 1, D / H], k, v [B, H, L, D / H] -> [B, H, 1, D / H].
+
+    Written as multiply-and-sum reductions, which Inductor fuses into one kernel that converts an fp16 cache as it
+    reads it; SDPA's CPU kernels run 3-7x slower on fp16 than on fp32 on AVX2 (docs/decode_speed.md).
+    """
+    scores = (q * k.to(q.dtype)).sum(dim=-1, keepdim=True) / math.sqrt(q.shape[-1])  # [B, H, L, 1]
+    return (scores.softmax(dim=-2) * v.to(q.dtype)).sum(dim=-2, keepdim=True)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -38,7 +51,11 @@ class SelfAttention(nn.Module):
             q, k = rotate(q, *rotary), rotate(k, *rotary)
         if cache is not None:
             k, v = cache.write(k, v, start=past)  # the filled prefix, [B, H, past + N, D / H]
-        if N == 1:
+        if N > 1:
+            k, v = k.to(q.dtype), v.to(q.dtype)  # an fp16 cache (lm/compiled.py) is prefilled eagerly, in fp32
+        if N == 1 and k.dtype != q.dtype:  # one step over an fp16 cache of an fp32 model
+            out = one_query_attention(q, k, v)
+        elif N == 1:
             out = F.scaled_dot_product_attention(q, k, v)  # one new step sees the whole prefix: no mask needed
         elif past == 0:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)

@@ -20,7 +20,7 @@ from lm.quantize import quantize_int8
 from lm.sampling import check_sampling, guide, sample
 
 UNKNOWN = -1  # a sequence place not generated yet
-Weights = Literal["fp32", "int8"]
+Weights = Literal["fp32", "int8", "fp16"]
 WEIGHTS = get_args(Weights)
 
 
@@ -35,17 +35,21 @@ class GenerationConfig:
     two_step_cfg: bool = False  # conditional and null branches as two forwards instead of one doubled batch
     context_frames: int | None = None  # longest window the model runs on; None = one window of any length
     extend_stride_frames: int | None = None  # frames each further window advances; required with context_frames
-    weights: Weights = "fp32"  # "int8": generate with an int8 copy of the model's Linears (CPU only, lm/quantize.py)
-    compile: bool = False  # decode steps run a torch.compile graph of a copy of the model (CPU, fp32; lm/compiled.py)
+    # "int8": generate with an int8 copy of the model's Linears (CPU, eager; lm/quantize.py);
+    # "fp16": the compiled copy stores its Linears in fp16 (CPU, compile=True only; lm/compiled.py)
+    weights: Weights = "fp32"
+    compile: bool = False  # decode steps run a torch.compile graph of a copy of the model (CPU; lm/compiled.py)
 
     def __post_init__(self) -> None:
         if self.cfg_coef < 0:
             raise ValueError(f"cfg_coef must be >= 0, got {self.cfg_coef}")
         if self.weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
-        if self.compile and self.weights != "fp32":
-            raise ValueError(f"compile=True compiles fp32 weights (faster on CPU than eager int8), got "
-                             f"weights={self.weights!r}")
+        if self.compile and self.weights == "int8":
+            raise ValueError("compile=True compiles fp32 or fp16 weights (fbgemm's int8 kernels do not trace), got "
+                             "weights='int8'")
+        if self.weights == "fp16" and not self.compile:
+            raise ValueError("weights='fp16' needs compile=True: only the compiled graph has a fast fp16 matmul on CPU")
         check_sampling(self.temperature, self.top_k, self.top_p)
         if self.context_frames is not None:
             if self.context_frames < 2:
@@ -68,7 +72,7 @@ class LMGenerator:
         if config.weights == "int8":
             model = quantize_int8(model)  # a copy: the caller's model keeps its fp32 weights
         if config.compile:
-            model = compile_decoding(model)  # a copy with its weights frozen into the compiled graph
+            model = compile_decoding(model, weights=config.weights)  # a copy, weights frozen into the graph
         self.model, self.pattern, self.config = model, pattern, config
 
     def windows(self, num_frames: int) -> list[tuple[int, int]]:

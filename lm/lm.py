@@ -70,6 +70,7 @@ class LMModel(nn.Module):
         # K heads of [card, D] as one matrix: one matmul per step instead of K.
         self.heads = nn.Linear(D, K * card, bias=False)
         self.compiled_step = None  # set by lm/compiled.py: a compiled `step` for one-step decode calls
+        self.cache_dtype: torch.dtype | None = None  # the KV cache's dtype; None = the parameters' (lm/compiled.py)
 
     @property
     def special_token(self) -> int:
@@ -108,8 +109,8 @@ class LMModel(nn.Module):
         prepend = None if conditions is None else conditions.prepend
         prepended = 0 if prepend is None else prepend.shape[1]
         state = DecodeState(
-            caches=self.transformer.make_caches(batch_size, capacity + prepended, dtype=parameter.dtype,
-                                                device=parameter.device),
+            caches=self.transformer.make_caches(batch_size, capacity + prepended,
+                                                dtype=self.cache_dtype or parameter.dtype, device=parameter.device),
             positions=self.transformer.positions(capacity + prepended, dtype=parameter.dtype, device=parameter.device),
             memories=self._memories(conditions),
             add=None if conditions is None else conditions.add,

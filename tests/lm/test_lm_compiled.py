@@ -46,12 +46,31 @@ def test_compiled_decoding_equals_eager_and_compiles_once_per_shape(positional):
     assert model.compiled_step is None, "the caller's model is not compiled"
 
 
+def test_compiled_fp16_weights_stay_within_fp16_rounding_of_fp32():
+    torch.manual_seed(0)
+    model = LMModel(LMConfig(num_codebooks=K, card=CARD, dim=DIM, num_heads=4, num_layers=2, ffn_dim=128)).eval()
+    conditions = ConditionTensors(cross=torch.randn(2, 5, DIM), cross_mask=torch.arange(5)[None] < torch.tensor([[3], [0]]))
+    sequence = DelayPattern(K).get_pattern(STEPS).build(torch.randint(0, CARD, (2, K, STEPS)), special_token=CARD)
+    torch._dynamo.reset()
+    counters.clear()
+    eager = decode_all(model, sequence, conditions)
+    half = decode_all(compile_decoding(model, weights="fp16"), sequence, conditions)
+    error = (half - eager).abs().max().item()
+    # fp16 keeps 11 significant bits: the steps differ from fp32 by rounding (not 0), and by no more than that.
+    assert 1e-5 < error < 1e-2 * eager.abs().max().item(), error
+    assert counters["stats"]["unique_graphs"] == 3, "the one-step calls ran the compiled graph"
+
+
 def test_compile_is_refused_for_non_fp32_and_with_int8_weights():
     model = LMModel(LMConfig(num_codebooks=K, card=CARD, dim=DIM, num_heads=4, num_layers=1, ffn_dim=128))
     with pytest.raises(ValueError, match="fp32"):
         compile_decoding(model.to(torch.bfloat16))
     with pytest.raises(ValueError, match="compile"):
         GenerationConfig(weights="int8", compile=True)
+    with pytest.raises(ValueError, match="compile=True"):
+        GenerationConfig(weights="fp16")
+    with pytest.raises(ValueError, match="weights"):
+        compile_decoding(model, weights="int8")
     with pytest.raises(ValueError, match="compile_decoding"):
         quantize_int8(compile_decoding(model.float()))
 
@@ -65,6 +84,20 @@ def test_compiled_copies_keep_their_own_frozen_weights():
         model = LMModel(LMConfig(num_codebooks=K, card=CARD, dim=DIM, num_heads=4, num_layers=1, ffn_dim=128)).eval()
         torch.testing.assert_close(decode_all(compile_decoding(model), sequence, conditions),
                                    decode_all(model, sequence, conditions), atol=1e-4, rtol=0)
+
+
+def test_each_compiled_copy_compiles_its_own_graphs():
+    """Dynamo caps the graphs per code object (8 by default, 3 here): copies sharing one code object of `step`
+    would send the second copy back to eager once the first holds 3 graphs."""
+    conditions = ConditionTensors(cross=torch.randn(2, 5, DIM), cross_mask=torch.ones(2, 5, dtype=torch.bool))
+    sequence = DelayPattern(K).get_pattern(STEPS).build(torch.randint(0, CARD, (2, K, STEPS)), special_token=CARD)
+    model = LMModel(LMConfig(num_codebooks=K, card=CARD, dim=DIM, num_heads=4, num_layers=1, ffn_dim=128)).eval()
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(recompile_limit=3):
+        for _ in range(2):
+            counters.clear()
+            decode_all(compile_decoding(model), sequence, conditions)
+            assert counters["stats"]["unique_graphs"] >= 2, "this copy's one-step calls ran compiled graphs"
 
 
 def test_compiled_generation_samples_the_same_tokens_as_eager():
