@@ -26,7 +26,7 @@ back to eager decoding. (Dynamo does not free a deleted copy's graphs, nor the w
 `weights="fp16"` halves the bytes a step streams: the copy's Linears and its KV cache are fp16. Inductor's C++
 GEMM reads fp16 weights and accumulates in fp32, and a one-step attention written as multiply-and-sum reductions
 (`attention.one_query_attention`) reads the fp16 cache in one fused kernel. Both convert to fp32 as they read,
-which caps them at about 10 GB/s of fp16 on 2 AVX2 cores: a step is about 1.3x faster, not 2x.
+which caps them at about 10 GB/s of fp16 on 2 AVX2 cores: a step is 1.3-1.5x faster, not 2x.
 """
 import copy
 import types
