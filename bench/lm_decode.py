@@ -5,9 +5,9 @@ sampling, a 32-step cross-attention memory, with and without CFG (coef 3). Rows:
 same precision); ours with weights=int8 (lm/quantize.py) vs HF fp32 (`int8_ratio`, what the opt-in buys); HF with
 torch's quantize_dynamic (the same fbgemm int8 kernels, per-channel weights), so `int8_vs_hf_int8` shows what is
 method and what is precision; ours with compile=True (lm/compiled.py), fp32 (`compiled_ratio`) and with
-weights=fp16 (`compiled_fp16_ratio`), against HF fp32. Also ours vs recomputing the whole prefix every step (no KV cache). Every generation
-runs `--repeats` times and each step's time is the median over the runs, for ours and HF alike, so a pause of the
-machine in one run does not count. Prints one JSON line last.
+weights=fp16 (`compiled_fp16_ratio`), against HF fp32. Also ours vs recomputing the whole prefix every step (no KV
+cache). Every generation runs `--repeats` times and each step's time is the median over the runs, for ours and HF
+alike, so a pause of the machine in one run does not count. Prints one JSON line last.
 
     .venv/bin/python -m bench.lm_decode            # 500 steps (several minutes on 2 cores)
     .venv/bin/python -m bench.lm_decode --steps 100

@@ -49,7 +49,8 @@ def test_compiled_decoding_equals_eager_and_compiles_once_per_shape(positional):
 def test_compiled_fp16_weights_stay_within_fp16_rounding_of_fp32():
     torch.manual_seed(0)
     model = LMModel(LMConfig(num_codebooks=K, card=CARD, dim=DIM, num_heads=4, num_layers=2, ffn_dim=128)).eval()
-    conditions = ConditionTensors(cross=torch.randn(2, 5, DIM), cross_mask=torch.arange(5)[None] < torch.tensor([[3], [0]]))
+    conditions = ConditionTensors(cross=torch.randn(2, 5, DIM),
+                                  cross_mask=torch.arange(5)[None] < torch.tensor([[3], [0]]))
     sequence = DelayPattern(K).get_pattern(STEPS).build(torch.randint(0, CARD, (2, K, STEPS)), special_token=CARD)
     torch._dynamo.reset()
     counters.clear()
