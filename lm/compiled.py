@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm.lm import LMModel
+from lm.quantize import replace_linears
 
 WEIGHTS = ("fp32", "fp16")
 
@@ -84,10 +85,7 @@ def compile_decoding(model: LMModel, weights: str = "fp32") -> LMModel:
         raise ValueError(f"compile=True compiles an fp32 model, got {weight.dtype}")
     compiled = copy.deepcopy(model).eval().requires_grad_(False)
     if weights == "fp16":
-        for parent in list(compiled.modules()):
-            for name, child in parent.named_children():
-                if isinstance(child, nn.Linear):
-                    setattr(parent, name, HalfLinear(child))
+        replace_linears(compiled, HalfLinear)
         compiled.cache_dtype = torch.float16
     step = torch.compile(_own_code(compiled.step))
 

@@ -7,6 +7,7 @@ cache stay fp32. Use it for generation only: the copy has no gradients, and its 
 quantization noise (tests/lm/test_lm_quantize.py bounds it).
 """
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -61,8 +62,13 @@ def quantize_int8(model: LMModel) -> LMModel:
         raise ValueError(f"weights=int8 needs torch.backends.quantized.engine in {ENGINES} (x86 CPUs), got {engine!r}; "
                          f"use weights=fp32")
     quantized = copy.deepcopy(model).eval().requires_grad_(False)
-    for parent in list(quantized.modules()):
+    replace_linears(quantized, Int8Linear)
+    return quantized
+
+
+def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
+    """Replace, in place, every nn.Linear inside `module` by `make(linear)`."""
+    for parent in list(module.modules()):
         for name, child in parent.named_children():
             if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear(child))
-    return quantized
+                setattr(parent, name, make(child))
