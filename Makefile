@@ -6,8 +6,9 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: install test demo bench clean
 
-# System packages: a General-MIDI SoundFont (the default dataset) and ffmpeg with libopus (the Opus baseline).
-SYSTEM_PACKAGES := timgm6mb-soundfont ffmpeg
+# System packages: a General-MIDI SoundFont (the default dataset), ffmpeg with libopus (the Opus baseline) and ninja
+# (torch builds the int8 KV-cache attention kernel with it, lm/int8_cache.py).
+SYSTEM_PACKAGES := timgm6mb-soundfont ffmpeg ninja-build
 
 $(INSTALLED): pyproject.toml
 	dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \

@@ -4,8 +4,9 @@ Both: random weights, hidden 512, 8 layers, 8 heads, FFN 2048, 4 codebooks x 204
 sampling, a 32-step cross-attention memory, with and without CFG (coef 3). Rows: ours fp32 vs HF fp32 (`ratio`, the
 same precision); ours with weights=int8 (lm/quantize.py) vs HF fp32 (`int8_ratio`, what the opt-in buys); HF with
 torch's quantize_dynamic (the same fbgemm int8 kernels, per-channel weights), so `int8_vs_hf_int8` shows what is
-method and what is precision; ours with compile=True (lm/compiled.py), fp32 (`compiled_ratio`) and with
-weights=fp16 (`compiled_fp16_ratio`), against HF fp32. Also ours vs recomputing the whole prefix every step (no KV
+method and what is precision; ours with compile=True (lm/compiled.py), fp32 (`compiled_ratio`), with
+weights=fp16 (`compiled_fp16_ratio`) and with fp16 weights and an int8 KV cache (`compiled_fp16_int8kv_ratio`,
+lm/int8_cache.py), against HF fp32. Also ours vs recomputing the whole prefix every step (no KV
 cache). Every generation runs `--repeats` times and each step's time is the median over the runs, for ours and HF
 alike, so a pause of the machine in one run does not count. Prints one JSON line last.
 
@@ -28,6 +29,9 @@ from lm.patterns import DelayPattern
 from lm.sampling import sample
 
 BATCH, DIM, LAYERS, HEADS, FFN, CODEBOOKS, CARD, MEMORY, TOP_K, CFG_COEF = 2, 512, 8, 8, 2048, 4, 2048, 32, 250, 3.0
+# compile=True rows: their GenerationConfig options
+COMPILED_ROWS = {"ours_compiled": {}, "ours_compiled_fp16": {"weights": "fp16"},
+                 "ours_compiled_fp16_int8kv": {"weights": "fp16", "int8_kv_cache": True}}
 
 
 class StepTimer(LogitsProcessor):
@@ -56,9 +60,9 @@ def step_stats(runs: list[torch.Tensor]) -> tuple[float, float]:
     return steps / float(durations.sum()), float(late / early)
 
 
-def our_generator(model: LMModel, cfg_coef: float, weights: str = "fp32", compile: bool = False) -> LMGenerator:
-    config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef, weights=weights,
-                              compile=compile)
+def our_generator(model: LMModel, cfg_coef: float, **speed_options) -> LMGenerator:
+    """speed_options: GenerationConfig's weights, compile, int8_kv_cache."""
+    config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef, **speed_options)
     return LMGenerator(model, DelayPattern(CODEBOOKS), config)
 
 
@@ -146,39 +150,38 @@ def main() -> None:
     hf_quantized = hf_int8(hf)
     for name, cfg_coef in (("no_cfg", 1.0), ("cfg", CFG_COEF)):
         generators = {"ours": our_generator(model, cfg_coef),
-                      "ours_int8": our_generator(model, cfg_coef, weights="int8"),
-                      "ours_compiled": our_generator(model, cfg_coef, compile=True),
-                      "ours_compiled_fp16": our_generator(model, cfg_coef, weights="fp16", compile=True)}
+                      "ours_int8": our_generator(model, cfg_coef, weights="int8")}
+        generators |= {row: our_generator(model, cfg_coef, compile=True, **options)
+                       for row, options in COMPILED_ROWS.items()}
         first_runs = {}
-        for row in ("ours_compiled", "ours_compiled_fp16"):
+        for row in COMPILED_ROWS:
             start = time.perf_counter()
             run_ours(generators[row], memory, args.steps)  # compiles the decode step
             first_runs[row] = time.perf_counter() - start
-        runs = {"ours": [], "hf": [], "ours_int8": [], "hf_int8": [], "ours_compiled": [], "ours_compiled_fp16": []}
+        runs = {"ours": [], "hf": [], "ours_int8": [], "hf_int8": []} | {row: [] for row in COMPILED_ROWS}
         for _ in range(args.repeats):  # interleaved, so a slow phase of the machine hits every row alike
             runs["ours"].append(run_ours(generators["ours"], memory, args.steps))
             runs["hf"].append(run_hf(hf, memory, args.steps, cfg_coef, args.hf_cache))
             runs["ours_int8"].append(run_ours(generators["ours_int8"], memory, args.steps))
             runs["hf_int8"].append(run_hf(hf_quantized, memory, args.steps, cfg_coef, args.hf_cache))
-            runs["ours_compiled"].append(run_ours(generators["ours_compiled"], memory, args.steps))
-            runs["ours_compiled_fp16"].append(run_ours(generators["ours_compiled_fp16"], memory, args.steps))
-        (ours_rate, ours_growth), (hf_rate, hf_growth), (int8_rate, int8_growth), (hf_int8_rate, _), \
-            (compiled_rate, compiled_growth), (fp16_rate, fp16_growth) = (step_stats(runs[row]) for row in runs)
+            for row in COMPILED_ROWS:
+                runs[row].append(run_ours(generators[row], memory, args.steps))
+        stats = {row: step_stats(durations) for row, durations in runs.items()}
+        (ours_rate, ours_growth), (hf_rate, hf_growth) = stats["ours"], stats["hf"]
+        (int8_rate, int8_growth), (hf_int8_rate, _) = stats["ours_int8"], stats["hf_int8"]
         result[name] = {"ours_steps_per_s": round(ours_rate, 2), "hf_steps_per_s": round(hf_rate, 2),
                         "ratio": round(ours_rate / hf_rate, 2), "ours_step_cost_growth": round(ours_growth, 3),
                         "hf_step_cost_growth": round(hf_growth, 3),
                         "ours_int8_steps_per_s": round(int8_rate, 2), "int8_ratio": round(int8_rate / hf_rate, 2),
                         "ours_int8_step_cost_growth": round(int8_growth, 3),
                         "hf_int8_steps_per_s": round(hf_int8_rate, 2),
-                        "int8_vs_hf_int8": round(int8_rate / hf_int8_rate, 2),
-                        "ours_compiled_steps_per_s": round(compiled_rate, 2),
-                        "compiled_ratio": round(compiled_rate / hf_rate, 2),
-                        "ours_compiled_step_cost_growth": round(compiled_growth, 3),
-                        "compile_s": round(first_runs["ours_compiled"] - args.steps / compiled_rate, 1),
-                        "ours_compiled_fp16_steps_per_s": round(fp16_rate, 2),
-                        "compiled_fp16_ratio": round(fp16_rate / hf_rate, 2),
-                        "ours_compiled_fp16_step_cost_growth": round(fp16_growth, 3),
-                        "compile_fp16_s": round(first_runs["ours_compiled_fp16"] - args.steps / fp16_rate, 1)}
+                        "int8_vs_hf_int8": round(int8_rate / hf_int8_rate, 2)}
+        for row in COMPILED_ROWS:  # e.g. ours_compiled_fp16_steps_per_s, compiled_fp16_ratio, compile_fp16_s
+            rate, growth = stats[row]
+            suffix = row.removeprefix("ours_compiled")
+            result[name] |= {f"{row}_steps_per_s": round(rate, 2), f"compiled{suffix}_ratio": round(rate / hf_rate, 2),
+                             f"{row}_step_cost_growth": round(growth, 3),
+                             f"compile{suffix}_s": round(first_runs[row] - args.steps / rate, 1)}
         print(name, result[name], flush=True)
     cached_rate, _ = step_stats([run_ours(our_generator(model, 1.0), memory, args.no_cache_steps)])
     no_cache_rate = run_no_cache(model, memory, args.no_cache_steps)

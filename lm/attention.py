@@ -1,6 +1,6 @@
 """Causal self-attention (fused qkv, optional rotary positions, KV cache) and cross-attention to a condition memory
-with a key-padding mask. Both use `scaled_dot_product_attention`, except one-step attention over an fp16 cache;
-projections have no bias, as MusicGen's.
+with a key-padding mask. Both use `scaled_dot_product_attention`, except one-step attention over an fp16 cache
+(`one_query_attention`) or an int8 cache (lm/int8_cache.py); projections have no bias, as MusicGen's.
 """
 import math
 from dataclasses import dataclass
@@ -12,14 +12,18 @@ from torch import nn
 from lm.kv_cache import KVCache
 
 
-def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Attention of one query step over a whole prefix, computed in q's dtype from a cache of any float dtype.
-    q [B, H, 1, D / H], k, v [B, H, L, D / H] -> [B, H, 1, D / H].
+def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of one query step over L keys, computed in q's dtype from keys and values of any float dtype.
+    q [B, H, 1, D / H], k, v [B, H, L, D / H], mask [B, 1, 1, L] (True = visible) or None -> [B, H, 1, D / H].
 
-    Written as multiply-and-sum reductions, which Inductor fuses into one kernel that converts an fp16 cache as it
-    reads it; SDPA's CPU kernels run 3-7x slower on fp16 than on fp32 on AVX2 (docs/decode_speed.md).
+    Written as multiply-and-sum reductions, which Inductor fuses into one kernel: over an fp16 cache it converts
+    as it reads (SDPA's CPU kernels run 3-7x slower on fp16 than on fp32 on AVX2), and over a short condition
+    memory it skips SDPA's per-call cost (docs/decode_speed.md).
     """
     scores = (q * k.to(q.dtype)).sum(dim=-1, keepdim=True) / math.sqrt(q.shape[-1])  # [B, H, L, 1]
+    if mask is not None:
+        scores = scores.masked_fill(~mask.transpose(-1, -2), -math.inf)
     return (scores.softmax(dim=-2) * v.to(q.dtype)).sum(dim=-2, keepdim=True)
 
 
@@ -50,7 +54,13 @@ class SelfAttention(nn.Module):
         if rotary is not None:
             q, k = rotate(q, *rotary), rotate(k, *rotary)
         if cache is not None:
-            k, v = cache.write(k, v, start=past)  # the filled prefix, [B, H, past + N, D / H]
+            cache.write(k, v, start=past)
+        if N == 1 and cache is not None and cache.quantized:  # int8 cache: its kernel reads it as int8
+            out = torch.ops.codeclm.int8_decode_attention(q, cache.keys, cache.key_scales, cache.values,
+                                                          cache.value_scales, past + 1)
+            return self.out(out.transpose(1, 2).reshape(B, N, D))
+        if cache is not None:
+            k, v = cache.prefix(past + N)  # [B, H, past + N, D / H]
         if N > 1:
             k, v = k.to(q.dtype), v.to(q.dtype)  # an fp16 cache (lm/compiled.py) is prefilled eagerly, in fp32
         if N == 1 and k.dtype != q.dtype:  # one step over an fp16 cache of an fp32 model
@@ -110,5 +120,8 @@ class CrossAttention(nn.Module):
         B, N, D = x.shape
         q = self.query(x).view(B, N, self.num_heads, D // self.num_heads).transpose(1, 2)  # [B, H, N, D / H]
         mask = None if memory.all_visible else memory.mask
-        out = F.scaled_dot_product_attention(q, memory.keys, memory.values, attn_mask=mask)
+        if N == 1 and torch.compiler.is_compiling():  # a compiled decode step (lm/compiled.py)
+            out = one_query_attention(q, memory.keys, memory.values, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, memory.keys, memory.values, attn_mask=mask)
         return self.out(out.transpose(1, 2).reshape(B, N, D))

@@ -27,6 +27,10 @@ back to eager decoding. (Dynamo does not free a deleted copy's graphs, nor the w
 GEMM reads fp16 weights and accumulates in fp32, and a one-step attention written as multiply-and-sum reductions
 (`attention.one_query_attention`) reads the fp16 cache in one fused kernel. Both convert to fp32 as they read,
 which caps them at about 10 GB/s of fp16 on 2 AVX2 cores: a step is 1.3-1.5x faster, not 2x.
+
+`int8_kv_cache=True` stores the cache in int8 with a scale per vector (lm/int8_cache.py); one-step attention reads
+it in a C++ kernel that the graph calls. It halves what the attention reads over an fp16 cache, which is what
+grows as a generation gets longer.
 """
 import copy
 import types
@@ -36,6 +40,7 @@ import torch._inductor.config
 import torch.nn.functional as F
 from torch import nn
 
+from lm import int8_cache
 from lm.lm import LMModel
 from lm.quantize import replace_linears
 
@@ -69,11 +74,12 @@ class HalfLinear(nn.Module):
         return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}"
 
 
-def compile_decoding(model: LMModel, weights: str = "fp32") -> LMModel:
+def compile_decoding(model: LMModel, weights: str = "fp32", int8_kv_cache: bool = False) -> LMModel:
     """A copy of `model` whose one-step decode calls run a torch.compile graph (compiled at the first calls).
 
-    weights: "fp32", or "fp16" for fp16 Linears (`HalfLinear`) and an fp16 KV cache; embeddings, norms,
-             attention arithmetic and the logits stay fp32.
+    weights:       "fp32", or "fp16" for fp16 Linears (`HalfLinear`) and an fp16 KV cache; embeddings, norms,
+                   attention arithmetic and the logits stay fp32.
+    int8_kv_cache: an int8 KV cache whatever the weights (lm/int8_cache.py; builds its kernel on first use).
     Refused, naming the reason, for a model not on the CPU or not fp32.
     """
     if weights not in WEIGHTS:
@@ -87,6 +93,9 @@ def compile_decoding(model: LMModel, weights: str = "fp32") -> LMModel:
     if weights == "fp16":
         replace_linears(compiled, HalfLinear)
         compiled.cache_dtype = torch.float16
+    if int8_kv_cache:
+        int8_cache.load_kernel()  # before tracing: the graph calls the op it registers
+        compiled.cache_dtype = torch.int8
     step = torch.compile(_own_code(compiled.step))
 
     def compiled_step(*args):

@@ -39,6 +39,7 @@ class GenerationConfig:
     # "fp16": the compiled copy stores its Linears in fp16 (CPU, compile=True only; lm/compiled.py)
     weights: Weights = "fp32"
     compile: bool = False  # decode steps run a torch.compile graph of a copy of the model (CPU; lm/compiled.py)
+    int8_kv_cache: bool = False  # the compiled copy's KV cache in int8, a scale per vector (lm/int8_cache.py)
 
     def __post_init__(self) -> None:
         if self.cfg_coef < 0:
@@ -50,6 +51,8 @@ class GenerationConfig:
                              "weights='int8'")
         if self.weights == "fp16" and not self.compile:
             raise ValueError("weights='fp16' needs compile=True: only the compiled graph has a fast fp16 matmul on CPU")
+        if self.int8_kv_cache and not self.compile:
+            raise ValueError("int8_kv_cache=True needs compile=True: the compiled graph calls its attention kernel")
         check_sampling(self.temperature, self.top_k, self.top_p)
         if self.context_frames is not None:
             if self.context_frames < 2:
@@ -72,7 +75,8 @@ class LMGenerator:
         if config.weights == "int8":
             model = quantize_int8(model)  # a copy: the caller's model keeps its fp32 weights
         if config.compile:
-            model = compile_decoding(model, weights=config.weights)  # a copy, weights frozen into the graph
+            # a copy, weights frozen into the graph
+            model = compile_decoding(model, weights=config.weights, int8_kv_cache=config.int8_kv_cache)
         self.model, self.pattern, self.config = model, pattern, config
 
     def windows(self, num_frames: int) -> list[tuple[int, int]]:
