@@ -52,7 +52,7 @@ class GenerationConfig:
         if self.weights == "fp16" and not self.compile:
             raise ValueError("weights='fp16' needs compile=True: only the compiled graph has a fast fp16 matmul on CPU")
         if self.int8_kv_cache and not self.compile:
-            raise ValueError("int8_kv_cache=True needs compile=True: the compiled graph calls its attention kernel")
+            raise ValueError("int8_kv_cache=True needs compile=True: the int8 cache is the compiled copy's")
         check_sampling(self.temperature, self.top_k, self.top_p)
         if self.context_frames is not None:
             if self.context_frames < 2:
