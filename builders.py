@@ -51,22 +51,69 @@ def build_conditioner(cfg: DictConfig) -> ConditionProvider:
     return ConditionProvider(ConditionerConfig(**plain(cfg.conditioner)))
 
 
-def load_lm_export(path: str | Path, device: torch.device | str = "cpu"
-                   ) -> tuple[LMModel, PatternProvider, ConditionProvider, DictConfig]:
-    """An LM run directory (or its export/) -> (LM, pattern, conditioner, the run's resolved config), in eval mode."""
+def lm_export_directory(path: str | Path) -> Path:
+    """An LM run directory or its export/ -> the export directory (train_config.yaml + lm.safetensors)."""
     directory = Path(path)
     if (directory / "export").is_dir():
         directory = directory / "export"
-    config_file, weights_file = directory / "train_config.yaml", directory / WEIGHTS_FILE
-    if not (config_file.is_file() and weights_file.is_file()):
-        raise FileNotFoundError(f"checkpoint {path} is not an LM export: {config_file.name} and {WEIGHTS_FILE} are "
-                                f"written to <run dir>/export by `train.py stage=lm`")
-    cfg = OmegaConf.load(config_file)
+    if not ((directory / "train_config.yaml").is_file() and (directory / WEIGHTS_FILE).is_file()):
+        raise FileNotFoundError(f"checkpoint {path} is not an LM export: train_config.yaml and {WEIGHTS_FILE} are "
+                                f"written to <run dir>/export by `train.py stage=lm` and by `interop.convert`")
+    return directory
+
+
+def load_lm_export(path: str | Path, device: torch.device | str = "cpu"
+                   ) -> tuple[LMModel, PatternProvider, ConditionProvider, DictConfig]:
+    """An LM run directory (or its export/) -> (LM, pattern, conditioner, the run's resolved config), in eval mode."""
+    directory = lm_export_directory(path)
+    cfg, weights_file = OmegaConf.load(directory / "train_config.yaml"), directory / WEIGHTS_FILE
+    resolve_bundled_paths(cfg, directory)
     lm, pattern, conditioner = build_lm(cfg), build_pattern(cfg), build_conditioner(cfg)
     weights = load_file(weights_file, device="cpu")
     for prefix, module in (("model.", lm), ("conditioner.provider.", conditioner)):
         module.load_state_dict({name[len(prefix):]: value for name, value in weights.items() if name.startswith(prefix)})
     return lm.to(device).eval(), pattern, conditioner.to(device).eval(), cfg
+
+
+def init_from_export(module: torch.nn.Module, cfg: DictConfig) -> None:
+    """Start an LM run from an export's weights (`init_from=DIR`: a training run, or what interop.convert wrote).
+
+    The run's config must describe the same model: every `lm.model` key and the pattern are compared, and a
+    difference is refused naming the key and both values, before any weight is copied.
+    """
+    directory = lm_export_directory(cfg.init_from)
+    source, weights_file = OmegaConf.load(directory / "train_config.yaml"), directory / WEIGHTS_FILE
+    ours, theirs = LMConfig(**plain(cfg.lm.model)), LMConfig(**plain(source.lm.model))
+    differences = [f"lm.model.{field.name}={getattr(ours, field.name)!r} (checkpoint: {getattr(theirs, field.name)!r})"
+                   for field in fields(LMConfig) if getattr(ours, field.name) != getattr(theirs, field.name)]
+    for key in ("kind", "delays", "flattening", "group_by"):
+        if cfg.lm.pattern.get(key) != source.lm.pattern.get(key):
+            differences.append(f"lm.pattern.{key}={cfg.lm.pattern.get(key)!r} (checkpoint: "
+                               f"{source.lm.pattern.get(key)!r})")
+    if differences:
+        raise ValueError(f"init_from={cfg.init_from} holds a different model: {'; '.join(differences)}")
+    weights = load_file(weights_file, device="cpu")
+    expected = module.state_dict()
+    wrong = sorted(set(weights) ^ set(expected)) + [
+        f"{name} {tuple(weights[name].shape)} (config: {tuple(expected[name].shape)})"
+        for name in set(weights) & set(expected) if weights[name].shape != expected[name].shape]
+    if wrong:
+        raise ValueError(f"init_from={cfg.init_from}: its weights do not fit this run's conditioner or LM: "
+                         f"{wrong[:10]}")
+    module.load_state_dict(weights)
+
+
+def resolve_bundled_paths(cfg: DictConfig, directory: Path) -> None:
+    """Make the paths an export keeps inside itself absolute: a converted checkpoint stores its codec and text
+    encoder as `codec_dir: codec` and `encoder: text_encoder`, relative to the export (interop/export.py)."""
+    def inside(path: str | None) -> str | None:
+        if path is None or Path(path).is_absolute() or not (directory / path).is_dir():
+            return path
+        return str((directory / path).resolve())
+
+    cfg.codec_dir = inside(cfg.get("codec_dir"))
+    for text in cfg.conditioner.get("text", {}).values():
+        text.encoder = inside(text.encoder)
 
 
 def build_generation(node: DictConfig) -> GenerationConfig:

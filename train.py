@@ -30,6 +30,7 @@ from builders import (
     build_pattern,
     build_segment_datasets,
     build_token_datasets,
+    init_from_export,
     plain,
 )
 from data.datasets import collate_segments, collate_token_windows
@@ -48,6 +49,8 @@ def build_stage(cfg: DictConfig) -> tuple[pl.LightningModule, StreamDataModule]:
     elif cfg.stage == "lm":
         module = LMLightningModule(build_lm(cfg), build_pattern(cfg), build_lm_training(cfg),
                                    conditioner=BatchConditioner(build_conditioner(cfg)))
+        if cfg.init_from is not None:
+            init_from_export(module, cfg)
         (train, valid), collate = build_token_datasets(cfg), collate_token_windows
     else:
         raise ValueError(f"stage must be 'codec' or 'lm', got {cfg.stage!r}")

@@ -27,7 +27,7 @@ class TextConditionerConfig:
 
     encoder: str
     pooling: str
-    max_length: int
+    max_length: int | None
     dtype: str
     cache_size: int
 

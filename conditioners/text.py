@@ -58,14 +58,15 @@ class TextConditioner(nn.Module):
     it follows the projection to its device on the first forward.
     """
 
-    def __init__(self, encoder: str, output_dim: int, pooling: str, max_length: int, dtype: str, cache_size: int):
+    def __init__(self, encoder: str, output_dim: int, pooling: str, max_length: int | None, dtype: str,
+                 cache_size: int):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
-        if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be >= 1 or None (no truncation), got {max_length}")
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0 (0 disables the cache), got {cache_size}")
         model, tokenizer = load_encoder(encoder)
@@ -118,9 +119,8 @@ class TextConditioner(nn.Module):
     @torch.no_grad()
     def _encode(self, texts: list[str]) -> list[torch.Tensor]:
         """Run the frozen encoder on a batch of texts; return each text's real-token states [L_text, E] in float32."""
-        tokens = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.encoder.device)
+        truncate = {} if self.max_length is None else {"truncation": True, "max_length": self.max_length}
+        tokens = self.tokenizer(texts, padding=True, return_tensors="pt", **truncate).to(self.encoder.device)
         hidden = self.encoder(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
         keep = tokens["attention_mask"].bool()  # [B, L]
         return [hidden[index][keep[index]].float() for index in range(len(texts))]

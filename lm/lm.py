@@ -26,6 +26,9 @@ class LMConfig:
     num_layers: int = 24
     ffn_dim: int = 4096
     cross_attention: bool = True  # layers attend to conditions.cross
+    # True: padded memory positions are masked out of cross-attention (HF MusicGen, ours). False: every memory
+    # position takes softmax mass, padding included (AudioCraft, whose padded T5 states are zeros).
+    cross_attention_mask: bool = True
     positional: str = "sin"  # "sin": sinusoidal added at the input (MusicGen); "rope": rotary in self-attention
     max_period: float = 10000.0  # longest wavelength of the positional frequencies
 
@@ -88,7 +91,12 @@ class LMModel(nn.Module):
     def _memories(self, conditions: ConditionTensors | None) -> list[CrossMemory] | None:
         if conditions is None or conditions.cross is None:
             return None
-        return self.transformer.project_memory(conditions.cross, conditions.cross_mask)
+        mask = conditions.cross_mask
+        if not self.config.cross_attention_mask:
+            # AudioCraft attends to every position; a row with no real position (the null condition) is all zeros,
+            # which gives the same zero output as a fully masked row.
+            mask = torch.ones_like(mask)
+        return self.transformer.project_memory(conditions.cross, mask)
 
     def forward(self, sequence: torch.Tensor, conditions: ConditionTensors | None = None) -> torch.Tensor:
         """sequence [B, K, S] -> logits [B, K, S, card]; the logits at step s predict step s + 1."""

@@ -82,3 +82,18 @@ def test_lm_internals(tmp_path, monkeypatch):
     assert sweep[(0.0, 0)]["distinct"] == 1
     assert sweep[(1.0, 2)]["distinct"] <= 2 and sweep[(1.0, 8)]["distinct"] <= 8
     assert sweep[(0.5, 0)]["entropy_bits"] < sweep[(1.0, 0)]["entropy_bits"] < sweep[(2.0, 0)]["entropy_bits"]
+
+
+def test_pretrained_internals(tmp_path, monkeypatch):
+    monkeypatch.delenv("CODECLM_CHECKPOINT", raising=False)  # CI: the tiny random HF MusicGen, converted
+    summary = run_notebook("pretrained_internals", tmp_path, monkeypatch)
+    B, K, T = summary["codes_shape"]
+    assert (B, K) == (2, 4) and summary["codes_in_range"]
+    assert summary["audio_samples"] == summary["expected_samples"]
+    bits = math.log2(summary["cardinality"])
+    assert all(0 < entropy < bits for entropy in summary["mean_entropy_bits"]), summary["mean_entropy_bits"]
+    assert all(0 < entropy <= bits for entropy in summary["usage_entropy_bits"])
+    assert all(abs(total - 1) < 1e-5 for total in summary["cross_attention_row_sums"])
+    # HF semantics: the shorter caption's padding is masked out, so it receives no attention at all.
+    assert summary["cross_attention_mask"] and max(summary["padded_positions"]) > 0
+    assert summary["padding_mass"] == [0.0, 0.0]
