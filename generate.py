@@ -3,9 +3,13 @@
     python generate.py checkpoint=outputs/demo/lm prompts='["calm piano", "fast organ"]' duration=8 \
         cfg_coef=3 top_k=250 top_p=0 temperature=1 seed=0
 
-Writes one WAV, its codes (.npy, [K, T]) and a spectrogram PNG per prompt, and generation.json (every parameter and the checkpoint) to
-out_dir. Bad input (unknown checkpoint, no prompts, invalid sampling parameters, unreadable audio) is one line on
-stderr, exit status 1, and nothing written.
+    python generate.py checkpoint=RUN prompts='["a", "b"]' seeds='[7, 8]' negative='["drums", null]'
+
+Writes one WAV, its codes (.npy, [K, T]) and a spectrogram PNG per prompt, and generation.json (every parameter,
+the checkpoint and each file's seed) to out_dir. Each file depends on its own prompt and seed only, so
+`prompts='["b"]' seeds='[8]'` regenerates 001.wav above exactly. Bad input (unknown checkpoint, no prompts,
+invalid sampling parameters, seeds or negative of the wrong length, a melody for a model without a melody
+conditioner, unreadable audio) is one line on stderr, exit status 1, and nothing written.
 """
 import json
 import shutil
@@ -20,13 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 import transformers
 from tqdm import tqdm
 
-from builders import build_generation, load_lm_export
-from codec.codec import Codec
-from conditioners.attributes import ConditioningAttributes, WavCondition
-from data.audio import AudioReadError, convert_audio, limit_peak, read_audio, write_wav
+from builders import build_generation
+from conditioners.attributes import WavCondition
+from data.audio import AudioReadError, limit_peak, read_audio, write_wav
 from data.manifest import read_manifest, read_sidecar
 from eval.plots import save_spectrogram
-from lm.generator import LMGenerator
+from pipeline import GenerationPipeline, item_seeds
 
 
 def read_prompts(cfg: DictConfig) -> list[str]:
@@ -49,11 +52,22 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def item_list(cfg: DictConfig, key: str, count: int) -> list | None:
+    """A per-prompt list config key (None, one value for every prompt, or one per prompt), checked for length."""
+    value = cfg[key]
+    if value is None:
+        return None
+    values = list(value) if OmegaConf.is_list(value) else [value] * count
+    if len(values) != count:
+        raise ValueError(f"{key} must give one value per prompt ({count}), got {len(values)}")
+    return values
+
+
 def generate(cfg: DictConfig) -> Path:
     """Validates everything, generates into a temporary folder, then moves it to out_dir. Returns out_dir."""
     prompts = read_prompts(cfg)
-    if cfg.duration <= 0:
-        raise ValueError(f"duration must be > 0 seconds, got {cfg.duration}")
+    seeds = item_list(cfg, "seeds", len(prompts)) or item_seeds(cfg.seed, len(prompts))
+    negative = item_list(cfg, "negative", len(prompts))
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     out_dir = Path(cfg.out_dir)
@@ -62,50 +76,39 @@ def generate(cfg: DictConfig) -> Path:
     generation = build_generation(cfg)
     melody = None if cfg.melody is None else WavCondition(*read_audio(cfg.melody))
     continuation = None if cfg.continuation is None else read_audio(cfg.continuation)
-    device = pick_device(cfg.device)
-    lm, pattern, conditioner, train_cfg = load_lm_export(cfg.checkpoint, device)
-    codec = Codec.load(cfg.codec_dir or train_cfg.codec_dir, device=device).eval()
-    generator_ = LMGenerator(lm, pattern, generation)
-    num_frames = int(round(cfg.duration * codec.frame_rate))
-    prompt_codes = None
-    if continuation is not None:
-        wav = convert_audio(*continuation, codec.sample_rate, codec.channels).to(device)
-        with torch.inference_mode():
-            prompt_codes = codec.encode(wav[None])[:, :, :num_frames]  # [1, K, T0]
+    pipeline = GenerationPipeline.load(cfg.checkpoint, pick_device(cfg.device), cfg.codec_dir, generation)
+    pipeline.check(len(prompts), cfg.duration, melody, continuation, seeds, negative)  # before anything is written
 
-    seed = torch.Generator(device=device).manual_seed(cfg.seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))  # renamed to out_dir at the end
     try:
         with tqdm(total=len(prompts), unit="prompt", desc="prompts") as prompt_bar:
             for first in range(0, len(prompts), cfg.batch_size):
-                batch = prompts[first:first + cfg.batch_size]
-                attributes = [ConditioningAttributes(text={"description": text},
-                                                     wav={} if melody is None else {"melody": melody}) for text in batch]
-                with torch.inference_mode():
-                    conditions = conditioner(attributes, seq_len=pattern.get_pattern(num_frames).num_steps)
-                prompt = None if prompt_codes is None else prompt_codes.expand(len(batch), -1, -1)
+                batch = slice(first, first + cfg.batch_size)
                 with tqdm(unit="step", desc="decoding", leave=False) as step_bar:
                     def progress(step: int, total: int) -> None:
                         step_bar.total = total
                         step_bar.update(step - step_bar.n)
 
-                    codes = generator_.generate(num_frames, conditions, prompt=prompt, generator=seed,
-                                                progress=progress)  # [B, K, T]
-                    with torch.inference_mode():
-                        audio = codec.decode(codes).float().cpu()  # [B, C, samples]
-                for offset, wav in enumerate(audio):
+                    output = pipeline.generate(prompts[batch], cfg.duration, melody=melody, continuation=continuation,
+                                               seeds=seeds[batch], negative=None if negative is None else
+                                               negative[batch], progress=progress)
+                for offset, (codes, wav) in enumerate(zip(output.codes, output.audio)):
                     name = f"{first + offset:03d}"
-                    np.save(staging / f"{name}.npy", codes[offset].cpu().numpy())  # [K, T] the LM's tokens
-                    write_wav(staging / f"{name}.wav", limit_peak(wav), codec.sample_rate)
-                    save_spectrogram(staging / f"{name}.png", wav, codec.sample_rate, title=prompts[first + offset])
-                prompt_bar.update(len(batch))
+                    np.save(staging / f"{name}.npy", codes.cpu().numpy())  # [K, T] the LM's tokens
+                    write_wav(staging / f"{name}.wav", limit_peak(wav), pipeline.codec.sample_rate)
+                    save_spectrogram(staging / f"{name}.png", wav, pipeline.codec.sample_rate,
+                                     title=prompts[first + offset])
+                prompt_bar.update(len(output.codes))
         parameters = {
-            **{key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key != "prompts"},
+            **{key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items()
+               if key not in ("prompts", "seeds", "negative")},
             "checkpoint": str(Path(cfg.checkpoint).resolve()),
-            "codec_dir": str(Path(cfg.codec_dir or train_cfg.codec_dir).resolve()),
+            "codec_dir": str(pipeline.codec_dir),
             "prompts": {f"{index:03d}.wav": text for index, text in enumerate(prompts)},
-            "num_frames": num_frames,
+            "seeds": {f"{index:03d}.wav": seed for index, seed in enumerate(seeds)},
+            "negative": None if negative is None else {f"{index:03d}.wav": text for index, text in enumerate(negative)},
+            "num_frames": pipeline.num_frames(cfg.duration),
         }
         (staging / "generation.json").write_text(json.dumps(parameters, indent=2))
         staging.rename(out_dir)

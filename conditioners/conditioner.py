@@ -42,14 +42,20 @@ class LookupConditionerConfig:
 
 @dataclass
 class ChromaConditionerConfig:
-    """See ChromaConditioner; frame_rate must equal the codec's frame rate."""
+    """See ChromaConditioner; without `length`, frame_rate must equal the codec's frame rate. The keys after `argmax`
+    default to the behaviour from before they existed, so older exports load unchanged."""
 
     sample_rate: int
     frame_rate: float
     n_fft: int
-    min_frequency: float
-    max_frequency: float
+    min_frequency: float | None
+    max_frequency: float | None
     argmax: bool
+    filterbank: str = "nearest"
+    normalized: bool = False
+    silent_frames: str = "zero"
+    length: int | None = None
+    max_duration: float | None = None
 
 
 @dataclass
@@ -124,6 +130,11 @@ class ConditionProvider(nn.Module):
                     min_frequency=chroma.min_frequency,
                     max_frequency=chroma.max_frequency,
                     argmax=chroma.argmax,
+                    filterbank=chroma.filterbank,
+                    normalized=chroma.normalized,
+                    silent_frames=chroma.silent_frames,
+                    length=chroma.length,
+                    max_duration=chroma.max_duration,
                 )
                 for name, chroma in config.chroma.items()
             }

@@ -6,7 +6,9 @@
     input_interpolate  resampled (linearly, along L) to seq_len, then added                     -> add [B, S, D]
 
 Routes are applied in the config's order, so the memory layout is deterministic. Masked positions are zero in
-every Condition, so a missing condition adds nothing through sum / input_interpolate.
+every Condition, so a missing condition adds nothing through sum / input_interpolate. A condition whose null (CFG)
+embeddings are not zeros (Condition.null: a chroma melody of fixed length) can only be prepended, where they become
+ConditionTensors.prepend_null.
 """
 import torch
 import torch.nn.functional as F
@@ -33,18 +35,26 @@ class ConditionFuser:
         cross, prepend, add = [], [], None
         for name, mode in self.routes.items():
             condition = conditions[name]
+            if condition.null is not None and mode != "prepend":
+                raise ValueError(f"condition {name!r} has null embeddings that are not zeros (a chroma melody with a "
+                                 f"fixed length), which only the prepend route carries; got route {mode!r}")
             if mode == "cross":
                 cross.append(condition)
             elif mode == "prepend":
-                prepend.append(condition.embeddings)
+                prepend.append(condition)
             else:
                 added = self._to_add(name, mode, condition.embeddings, seq_len)
                 add = added if add is None else add + added
+        prepend_null = None
+        if any(condition.null is not None for condition in prepend):
+            prepend_null = torch.cat([torch.zeros_like(condition.embeddings) if condition.null is None
+                                      else condition.null for condition in prepend], dim=1)  # [B, P, D]
         return ConditionTensors(
             cross=torch.cat([condition.embeddings for condition in cross], dim=1) if cross else None,
             cross_mask=torch.cat([condition.mask for condition in cross], dim=1) if cross else None,
-            prepend=torch.cat(prepend, dim=1) if prepend else None,
+            prepend=torch.cat([condition.embeddings for condition in prepend], dim=1) if prepend else None,
             add=add,
+            prepend_null=prepend_null,
         )
 
     @staticmethod

@@ -30,10 +30,7 @@ import transformers
 from omegaconf import DictConfig
 from torch import Tensor
 
-from builders import build_generation, load_lm_export, plain
-from codec.codec import Codec
-from conditioners.attributes import ConditioningAttributes
-from conditioners.conditioner import ConditionProvider
+from builders import build_generation, plain
 from data.audio import AudioReadError, convert_audio, limit_peak, read_audio, write_wav
 from data.captions import CaptionConfig, make_caption
 from data.manifest import read_manifest, read_sidecar
@@ -43,9 +40,7 @@ from eval.instrument import (InstrumentClassifier, InstrumentConfig, LogMelStati
 from eval.key_tempo import (KeyConfig, TempoConfig, bpm_matches, estimate_bpm, estimate_key, key_label,
                             key_matches, parse_key)
 from generate import pick_device
-from lm.generator import LMGenerator
-from lm.lm import LMModel
-from lm.patterns import PatternProvider
+from pipeline import GenerationPipeline, item_seeds
 
 CLASSIFIER_FILE = "instrument_classifier.pt"
 METRICS = ("key_exact", "key_lenient", "tempo", "instrument", "frechet")
@@ -165,29 +160,23 @@ def markdown_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate_rows(cfg: DictConfig, captions: list[str], lm: LMModel, pattern: PatternProvider,
-                  conditioner: ConditionProvider, codec: Codec) -> dict[str, Tensor]:
-    """Row name -> generated clips [N, samples], mono at cfg.sample_rate: cfg<coef> per cfg_coefs, then uncond."""
-    device = lm.embedding.weight.device
+def generate_rows(cfg: DictConfig, captions: list[str], pipeline: GenerationPipeline) -> dict[str, Tensor]:
+    """Row name -> generated clips [N, samples], mono at cfg.sample_rate: cfg<coef> per cfg_coefs, then uncond.
+    Caption i is generated with seed item_seeds(cfg.seed, N)[i] in every row."""
     generation = build_generation(cfg)
-    num_frames = int(round(cfg.duration * codec.frame_rate))
+    seeds = item_seeds(cfg.seed, len(captions))
     settings = [(f"cfg{coef:g}", replace(generation, cfg_coef=float(coef)), False) for coef in cfg.cfg_coefs]
     if cfg.unconditional:
         settings.append(("uncond", replace(generation, cfg_coef=1.0), True))
     rows = {}
     for name, config, null in settings:
-        generator_ = LMGenerator(lm, pattern, config)
-        seed = torch.Generator(device=device).manual_seed(cfg.seed)
+        row_pipeline = GenerationPipeline(pipeline.lm, pipeline.pattern, pipeline.conditioner, pipeline.codec, config)
         clips = []
         for first in range(0, len(captions), cfg.batch_size):
-            batch = captions[first:first + cfg.batch_size]
-            attributes = [ConditioningAttributes(text={"description": text}) for text in batch]
-            with torch.inference_mode():
-                conditions = conditioner(attributes, seq_len=pattern.get_pattern(num_frames).num_steps)
-                codes = generator_.generate(num_frames, conditions.null() if null else conditions,
-                                            generator=seed)  # [B, K, T]
-                audio = codec.decode(codes).float().cpu()  # [B, C, samples]
-            clips += [convert_audio(wav, codec.sample_rate, cfg.sample_rate, channels=1)[0] for wav in audio]
+            batch = slice(first, first + cfg.batch_size)
+            prompts = [None] * len(captions[batch]) if null else captions[batch]
+            audio = row_pipeline.generate(prompts, cfg.duration, seeds=seeds[batch]).audio  # [B, C, samples]
+            clips += [convert_audio(wav, pipeline.codec.sample_rate, cfg.sample_rate, channels=1)[0] for wav in audio]
         rows[name] = torch.stack(clips)
         print(f"generated {name}: {len(clips)} clips", flush=True)
     return rows
@@ -205,8 +194,8 @@ def evaluate(cfg: DictConfig) -> Path:
     if not cfg.cfg_coefs and not cfg.unconditional:
         raise ValueError("nothing to generate: give cfg_coefs='[1,3]' or unconditional=true")
     device = pick_device(cfg.device)
-    lm, pattern, conditioner, train_cfg = load_lm_export(cfg.checkpoint, device)
-    codec = Codec.load(cfg.codec_dir or train_cfg.codec_dir, device=device).eval()
+    pipeline = GenerationPipeline.load(cfg.checkpoint, device, cfg.codec_dir, build_generation(cfg))
+    train_cfg = pipeline.export_config
     test_manifest = cfg.test_manifest or train_cfg.data.test_manifest
     train_manifest = cfg.train_manifest or train_cfg.data.train_manifest
     targets = read_targets(test_manifest, cfg.num_captions)
@@ -224,8 +213,7 @@ def evaluate(cfg: DictConfig) -> Path:
         real_targets += [target] * len(windows)
     measurements, real_embeddings = measure("real", torch.cat(real_clips), real_targets, cfg, classifier, features)
     rows = {"real": summarise(measurements, cfg.tempo.tolerance, frechet=None)}
-    for name, clips in generate_rows(cfg, [target.caption for target in targets], lm, pattern, conditioner,
-                                     codec).items():
+    for name, clips in generate_rows(cfg, [target.caption for target in targets], pipeline).items():
         for index, clip in enumerate(clips):
             write_wav(out_dir / "generated" / name / f"{index:03d}.wav", limit_peak(clip[None]), cfg.sample_rate)
         row_measurements, embeddings = measure(name, clips, targets, cfg, classifier, features)

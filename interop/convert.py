@@ -1,6 +1,6 @@
 """Convert reference checkpoints to codeclm exports, and codeclm exports back to HF directories.
 
-    python -m interop.convert SRC --out DIR                 # HF MusicGen / EnCodec directory, or AudioCraft folder
+    python -m interop.convert SRC --out DIR                 # HF MusicGen(-Melody) / EnCodec directory, or AudioCraft
     python -m interop.convert SRC --out DIR --codec CODEC   # AudioCraft folder whose codec is a `pretrained` redirect
     python -m interop.convert RUN --to hf --out DIR         # our LM export (or codec export) -> HF directory
 
@@ -19,6 +19,8 @@ from interop.state import ConversionError
 
 FORMATS = {
     "hf_musicgen": "an HF MusicgenForConditionalGeneration directory (config.json model_type 'musicgen')",
+    "hf_musicgen_melody": "an HF MusicgenMelodyForConditionalGeneration directory (config.json model_type "
+                          "'musicgen_melody')",
     "hf_encodec": "an HF EncodecModel directory (config.json model_type 'encodec')",
     "audiocraft": "an AudioCraft folder (state_dict.bin and compression_state_dict.bin)",
     "lm_export": "a codeclm LM export (train_config.yaml and lm.safetensors, or a run directory with export/)",
@@ -44,13 +46,13 @@ def detect_format(source: Path) -> str:
         if model_type == "musicgen":
             return "hf_musicgen"
         if model_type == "musicgen_melody":
-            raise ConversionError(f"{config_file}: MusicGen-Melody (model_type 'musicgen_melody') is not converted "
-                                  f"yet; MusicGen and EnCodec are")
+            return "hf_musicgen_melody"
         if model_type == "encodec":
             return "hf_encodec"
         if "seanet" in config and "quantizer" in config:
             return "codec_export"
-        raise ConversionError(f"{config_file}: model_type {model_type!r} is none of 'musicgen', 'encodec'")
+        raise ConversionError(f"{config_file}: model_type {model_type!r} is none of 'musicgen', 'musicgen_melody', "
+                              f"'encodec'")
     expected = "; ".join(FORMATS.values())
     raise ConversionError(f"{source}: not a checkpoint folder codeclm reads. Expected {expected}")
 
@@ -72,6 +74,9 @@ def convert(source: Path, out: Path, to: str | None = None, codec: Path | None =
         if source_format == "hf_musicgen":
             from interop.musicgen import convert_hf_musicgen
             convert_hf_musicgen(source, target)
+        elif source_format == "hf_musicgen_melody":
+            from interop.musicgen_melody import convert_hf_musicgen_melody
+            convert_hf_musicgen_melody(source, target)
         elif source_format == "hf_encodec":
             from interop.encodec import convert_hf_encodec
             convert_hf_encodec(source, target)

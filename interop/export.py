@@ -1,7 +1,7 @@
 """The LM export a converted checkpoint becomes, and the pieces of it every converter writes.
 
     DIR/train_config.yaml   the full config (configs/config.yaml composed, then the converted sizes and switches)
-    DIR/lm.safetensors      `model.*` (LMModel) and `conditioner.provider.*` (the text projection) weights
+    DIR/lm.safetensors      `model.*` (LMModel) and `conditioner.provider.*` (the text, and melody, projections)
     DIR/codec/              the codec (Codec.save layout)
     DIR/text_encoder/       the frozen T5 encoder (HF T5EncoderModel layout) and its tokenizer
 
@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from codec.codec import CodecConfig
+from conditioners.chroma import NUM_PITCH_CLASSES
 from interop.encodec import write_codec
 from interop.state import ConversionError, check_state
 from lit.lm_module import WEIGHTS_FILE
@@ -31,6 +32,7 @@ CONFIG_FILE = "train_config.yaml"
 CODEC_DIR = "codec"
 TEXT_ENCODER_DIR = "text_encoder"
 TEXT_PROJECTION = "conditioner.provider.text.description.projection."
+MELODY_PROJECTION = "conditioner.provider.chroma.melody.projection."
 # The files of a T5 tokenizer; `tokenizer.json` (fast) or `spiece.model` (SentencePiece) must be among them.
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")
@@ -45,10 +47,16 @@ class LMExport:
     text_hidden_size: int  # the T5 encoder's width E: the text projection is [D, E]
     text_max_length: int | None  # tokens kept per text; None = no truncation (both references)
     converted_from: str  # "<format> <source path>", recorded in train_config.yaml
+    # MusicGen-Melody: the checkpoint's chroma keys (sample_rate, frame_rate, n_fft, length, max_duration) over
+    # configs/conditioner/musicgen_melody.yaml. None: MusicGen, the text through cross-attention (t5_base.yaml)
+    melody: dict | None = None
 
     def config(self) -> DictConfig:
+        preset = "t5_base" if self.melody is None else "musicgen_melody"
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=["stage=lm", "conditioner=t5_base"])
+            cfg = compose(config_name="config", overrides=["stage=lm", f"conditioner={preset}"])
+        if self.melody is not None:
+            cfg.conditioner.chroma.melody.merge_with(self.melody)  # still in struct mode: an unknown key fails here
         OmegaConf.set_struct(cfg, False)
         cfg.lm.model = asdict(self.lm)
         cfg.codec = asdict(self.codec)
@@ -65,13 +73,17 @@ class LMExport:
             model = LMModel(self.lm)
         model_state = {name[len("model."):]: value for name, value in lm_state.items() if name.startswith("model.")}
         check_state(model_state, model, self.converted_from)
-        projection = {name: lm_state.get(TEXT_PROJECTION + name) for name in ("weight", "bias")}
-        expected = {"weight": (self.lm.dim, self.text_hidden_size), "bias": (self.lm.dim,)}
-        for name, tensor in projection.items():
-            if tensor is None or tuple(tensor.shape) != expected[name]:
-                raise ConversionError(f"{self.converted_from}: the text projection {name} must be {expected[name]}, "
+        projections = {TEXT_PROJECTION + "weight": (self.lm.dim, self.text_hidden_size),
+                       TEXT_PROJECTION + "bias": (self.lm.dim,)}
+        if self.melody is not None:
+            projections |= {MELODY_PROJECTION + "weight": (self.lm.dim, NUM_PITCH_CLASSES),
+                            MELODY_PROJECTION + "bias": (self.lm.dim,)}
+        for name, shape in projections.items():
+            tensor = lm_state.get(name)
+            if tensor is None or tuple(tensor.shape) != shape:
+                raise ConversionError(f"{self.converted_from}: {name} must be {shape}, "
                                       f"got {None if tensor is None else tuple(tensor.shape)}")
-        extra = set(lm_state) - {f"model.{name}" for name in model_state} - {TEXT_PROJECTION + n for n in projection}
+        extra = set(lm_state) - {f"model.{name}" for name in model_state} - set(projections)
         if extra:
             raise ConversionError(f"{self.converted_from}: unexpected LM export keys {sorted(extra)[:10]}")
         directory.mkdir(parents=True, exist_ok=True)

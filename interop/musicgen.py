@@ -99,11 +99,7 @@ def convert_hf_musicgen(directory: Path, out: Path) -> None:
             raise ConversionError(f"{directory / 'config.json'}: expected a `{part}` sub-config (MusicGen)")
     lm_config = lm_config_from_hf(config["decoder"], source)
     codec_config = codec_config_from_hf(config["audio_encoder"], source)
-    if (codec_config.quantizer.num_codebooks, codec_config.quantizer.codebook_size) != (
-            lm_config.num_codebooks, lm_config.card):
-        raise ConversionError(f"{source}: the decoder predicts {lm_config.num_codebooks} x {lm_config.card} codes but "
-                              f"the audio encoder has {codec_config.quantizer.num_codebooks} x "
-                              f"{codec_config.quantizer.codebook_size}")
+    check_codec_fits(lm_config, codec_config, source)
     weights = read_weights(directory)
     groups = split_by_prefix(weights, ("text_encoder.", "audio_encoder."), source)
     text_hidden = config["text_encoder"]["d_model"]
@@ -116,6 +112,15 @@ def convert_hf_musicgen(directory: Path, out: Path) -> None:
     export.write(out, lm_state=join_pieces(lm_weights, decoder_pieces(lm_config), source),
                  codec_state=codec_state_from_hf(groups["audio_encoder."], codec_config, prefix="", source=source))
     write_text_encoder(config["text_encoder"], groups["text_encoder."], directory, out / TEXT_ENCODER_DIR)
+
+
+def check_codec_fits(lm_config: LMConfig, codec_config: CodecConfig, source: str) -> None:
+    """Refuse a checkpoint whose decoder predicts other codes than its audio encoder makes."""
+    if (codec_config.quantizer.num_codebooks, codec_config.quantizer.codebook_size) != (
+            lm_config.num_codebooks, lm_config.card):
+        raise ConversionError(f"{source}: the decoder predicts {lm_config.num_codebooks} x {lm_config.card} codes but "
+                              f"the audio encoder has {codec_config.quantizer.num_codebooks} x "
+                              f"{codec_config.quantizer.codebook_size}")
 
 
 def split_by_prefix(weights: Mapping[str, Tensor], prefixes: tuple[str, ...], source: str
@@ -142,6 +147,9 @@ def hf_decoder_config(lm: LMConfig) -> dict:
 def check_exportable(cfg: DictConfig, source: str) -> None:
     """Refuse, by config key, an LM export that HF's MusicgenForConditionalGeneration cannot reproduce."""
     model, pattern, conditioner = cfg.lm.model, cfg.lm.pattern, cfg.conditioner
+    if "melody" in conditioner.chroma:
+        raise ConversionError(f"{source}: conditioner.chroma.melody: exporting MusicGen-Melody (a melody conditioner) "
+                              f"to HF is not implemented; MusicGen exports are")
     delays = list(range(model.num_codebooks)) if pattern.delays is None else list(pattern.delays)
     required = {  # key: (value, HF's)
         "lm.pattern.kind": (pattern.kind, "delay"),

@@ -4,6 +4,7 @@ convert, so the converters run without downloading anything.
 `tiny_hf_musicgen(directory)` writes what `MusicgenForConditionalGeneration.save_pretrained` and
 `MusicgenProcessor`'s tokenizer write for facebook/musicgen-*, at toy sizes: a T5 encoder with a tokenizer trained
 here (Unigram, as T5's SentencePiece model), a non-causal 32 kHz-style EnCodec, and a MusicGen decoder.
+`tiny_hf_musicgen_melody(directory)` does the same for facebook/musicgen-melody, feature extractor included.
 """
 from pathlib import Path
 
@@ -67,3 +68,48 @@ def tiny_hf_musicgen(directory: Path, seed: int = 0, head_scale: float = 8.0) ->
     model.generation_config.pad_token_id = 64
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+
+
+def tiny_hf_musicgen_melody(directory: Path, seed: int = 0, head_scale: float = 8.0, chroma_length: int = 40
+                            ) -> None:
+    """Save a random MusicgenMelodyForConditionalGeneration (4 x 64 codes, width 48, 2 layers), its tokenizer and its
+    feature extractor (the 32 kHz chroma settings of facebook/musicgen-melody), as `save_pretrained` and
+    `MusicgenMelodyProcessor.save_pretrained` write them.
+
+    head_scale multiplies the LM heads (no near-ties between random logits), both projections of the prepended
+    conditions (the chroma's `audio_enc_to_dec_proj`, T5's `enc_to_dec_proj`) and the self-attention outputs, so
+    that the melody and the caption each visibly change the greedy tokens. chroma_length is shorter than the
+    released 235 frames, which would drown the caption's few positions in the near-uniform attention of a random
+    model.
+    """
+    from transformers import (EncodecConfig, MusicgenMelodyConfig, MusicgenMelodyDecoderConfig,
+                              MusicgenMelodyFeatureExtractor, MusicgenMelodyForConditionalGeneration,
+                              MusicgenMelodyProcessor, T5Config)
+
+    torch.manual_seed(seed)
+    tokenizer = train_t5_tokenizer()
+    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    audio = EncodecConfig(sampling_rate=32000, num_filters=4, upsampling_ratios=[8, 5, 4, 4], hidden_size=16,
+                          codebook_size=64, target_bandwidths=[1.2], use_conv_shortcut=False, use_causal_conv=False,
+                          num_lstm_layers=1, pad_mode="reflect")
+    decoder = MusicgenMelodyDecoderConfig(vocab_size=64, num_codebooks=4, hidden_size=48, num_hidden_layers=2,
+                                          num_attention_heads=4, ffn_dim=96, pad_token_id=64, bos_token_id=64,
+                                          decoder_start_token_id=64)
+    config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio, decoder=decoder, chroma_length=chroma_length)
+    model = MusicgenMelodyForConditionalGeneration(config)
+    with torch.no_grad():
+        for head in model.decoder.lm_heads:
+            head.weight.mul_(head_scale)
+        model.audio_enc_to_dec_proj.weight.mul_(head_scale)
+        model.enc_to_dec_proj.weight.mul_(head_scale)
+        for layer in model.decoder.model.decoder.layers:  # the conditions reach the tokens through self-attention only
+            layer.self_attn.out_proj.weight.mul_(head_scale)
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_()
+            layer.codebook.inited.fill_(1.0)
+    model.generation_config.decoder_start_token_id = 64
+    model.generation_config.pad_token_id = 64
+    model.save_pretrained(directory)
+    MusicgenMelodyProcessor(feature_extractor=MusicgenMelodyFeatureExtractor(), tokenizer=tokenizer).save_pretrained(
+        directory)

@@ -4,10 +4,10 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from codec.codec import Codec
-from conditioners.attributes import ConditioningAttributes
 from data.audio import limit_peak
 from eval.plots import log_mel
-from lm.generator import GenerationConfig, LMGenerator
+from lm.generator import GenerationConfig
+from pipeline import GenerationPipeline, item_seeds
 
 
 def completed_batches(trainer: Trainer) -> int:
@@ -49,17 +49,11 @@ class ValidationSamples(Callback):
             return
         if self.codec is None:
             self.codec = Codec.load(self.codec_dir, device=pl_module.device).eval()
-        generator = LMGenerator(pl_module.model, pl_module.pattern, self.generation)
-        num_frames = max(1, round(self.seconds * self.codec.frame_rate))
-        attributes = [ConditioningAttributes(text={"description": prompt}) for prompt in self.prompts]
+        pipeline = GenerationPipeline(pl_module.model, pl_module.pattern, pl_module.conditioner.provider, self.codec,
+                                      self.generation)
         was_training = pl_module.training
         pl_module.eval()
-        with torch.inference_mode():
-            conditions = pl_module.conditioner.provider(
-                attributes, seq_len=pl_module.pattern.get_pattern(num_frames).num_steps)
-            codes = generator.generate(num_frames, conditions,
-                                       generator=torch.Generator(pl_module.device).manual_seed(self.seed))
-            audio = self.codec.decode(codes).float().cpu()  # [B, C, samples]
+        audio = pipeline.generate(self.prompts, self.seconds, seeds=item_seeds(self.seed, len(self.prompts))).audio
         pl_module.train(was_training)
         experiment = trainer.logger.experiment
         for index, (prompt, wav) in enumerate(zip(self.prompts, audio)):

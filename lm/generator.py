@@ -6,7 +6,9 @@ codebooks and fills only the UNKNOWN places, so prompt codes are kept verbatim a
 Past the model's trained context, generation continues in windows (AudioCraft's extend_stride): each new window
 re-prefills the last (context_frames - extend_stride_frames) generated frames as its prompt.
 """
-from collections.abc import Callable
+import bisect
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -17,7 +19,7 @@ from lm.compiled import compile_decoding
 from lm.lm import DecodeState, LMModel
 from lm.patterns import Pattern, PatternProvider
 from lm.quantize import quantize_int8
-from lm.sampling import check_sampling, guide, sample
+from lm.sampling import Generators, check_sampling, guide, sample
 
 UNKNOWN = -1  # a sequence place not generated yet
 Weights = Literal["fp32", "int8", "fp16"]
@@ -88,18 +90,33 @@ class LMGenerator:
             windows.append((start, min(context, num_frames - start)))
         return windows
 
-    @torch.inference_mode()
     def generate(self, num_frames: int, conditions: ConditionTensors | None = None, prompt: torch.Tensor | None = None,
-                 batch_size: int | None = None, generator: torch.Generator | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """Generate codes [B, K, num_frames].
+                 batch_size: int | None = None, generator: Generators = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 negative: ConditionTensors | None = None) -> torch.Tensor:
+        """Generate codes [B, K, num_frames]; the arguments are `stream`'s."""
+        for codes, _ in self.stream(num_frames, conditions, prompt, batch_size, generator, progress, negative):
+            pass
+        return codes
+
+    @torch.inference_mode()
+    def stream(self, num_frames: int, conditions: ConditionTensors | None = None, prompt: torch.Tensor | None = None,
+               batch_size: int | None = None, generator: Generators = None,
+               progress: Callable[[int, int], None] | None = None,
+               negative: ConditionTensors | None = None) -> Iterator[tuple[torch.Tensor, int]]:
+        """Generate codes [B, K, num_frames], yielding (codes, final) whenever more leading frames are final:
+        codes[:, :, :final] will not change any more (with the delay pattern, frame t is final at step t + max
+        delay); later frames hold UNKNOWN. The last yield has final = num_frames.
 
         conditions: the batch's conditions (None = unconditional); with cfg_coef != 1 the null branch is
                     `conditions.null()`, so each example's tokens do not depend on the rest of the batch.
         prompt:     [B, K, T0] codes kept verbatim as the first T0 frames (T0 <= num_frames and <= context_frames).
         batch_size: needed only when neither conditions nor prompt give B.
-        generator:  the torch.Generator all sampling noise is drawn from (seed it for reproducible tokens).
+        generator:  where the sampling noise comes from: one torch.Generator for the batch, or one per item, which
+                    makes each item's tokens a function of its own seed whatever else shares the batch.
         progress:   called as progress(step, total) after every decoded pattern step.
+        negative:   conditions to guide away from (same shapes as `conditions`), in place of the null condition:
+                    uncond + cfg_coef * (cond - uncond) with uncond computed under `negative`.
         """
         K = self.model.config.num_codebooks
         if num_frames <= 0:
@@ -109,6 +126,10 @@ class LMGenerator:
         if len(sizes) != 1:
             raise ValueError(f"batch_size, prompt and conditions must agree on one batch size, got {sorted(sizes)}")
         B = sizes.pop()
+        if not (generator is None or isinstance(generator, torch.Generator) or len(generator) == B):
+            raise ValueError(f"generator must be one torch.Generator or one per batch item ({B}), got {len(generator)}")
+        if negative is not None and (conditions is None or _condition_batch(negative) != B):
+            raise ValueError(f"negative conditions need conditions and the same batch size {B}")
         device = self.model.embedding.weight.device
         codes = torch.full((B, K, num_frames), UNKNOWN, dtype=torch.long, device=device)
         known = 0
@@ -123,23 +144,30 @@ class LMGenerator:
         plans = []
         for start, frames in windows:
             pattern = self.pattern.get_pattern(frames, device)
-            plans.append((start, frames, pattern, pattern.prompt_steps(known - start)))
-            total += pattern.num_steps - plans[-1][3]
+            plans.append((start, frames, pattern, known - start, pattern.prompt_steps(known - start)))
+            total += pattern.num_steps - plans[-1][4]
             known = start + frames
-        for start, frames, pattern, prompt_steps in plans:
+        for start, frames, pattern, prompt_frames, prompt_steps in plans:
             window = codes[:, :, start:start + frames]
-            window.copy_(self._generate_window(window, pattern, prompt_steps, conditions, generator, progress, done, total))
+            for final in self._generate_window(window, pattern, prompt_frames, prompt_steps, conditions, negative,
+                                               generator, progress, done, total):
+                yield codes, start + final
             done += pattern.num_steps - prompt_steps
-        return codes
 
-    def _generate_window(self, codes: torch.Tensor, pattern: Pattern, prompt_steps: int, conditions: ConditionTensors | None,
-                         generator: torch.Generator | None, progress: Callable[[int, int], None] | None,
-                         done: int, total: int) -> torch.Tensor:
-        """codes [B, K, T] (prompt frames first, UNKNOWN after) -> generated codes [B, K, T]."""
+    def _generate_window(self, codes: torch.Tensor, pattern: Pattern, prompt_frames: int, prompt_steps: int,
+                         conditions: ConditionTensors | None, negative: ConditionTensors | None, generator: Generators,
+                         progress: Callable[[int, int], None] | None, done: int, total: int) -> Iterator[int]:
+        """Fill codes [B, K, T] (prompt frames first, UNKNOWN after) in place, yielding the number of leading
+        frames that are final each time it grows."""
         B, K, T = codes.shape
         config, special = self.config, self.model.special_token
         sequence = pattern.build(codes, special_token=special)  # [B, K, S]: prompt, special tokens, UNKNOWN
-        states = self._start(B, pattern.num_steps, conditions)
+        # Frame t is final once the last step holding one of its codebooks is sampled (running max: leading frames);
+        # prompt frames are final from the start.
+        final_after = list(itertools.accumulate(pattern.step_index.amax(dim=0).tolist(), max))  # [T]
+        final = max(prompt_frames, bisect.bisect_right(final_after, prompt_steps - 1))
+        yield final
+        states = self._start(B, pattern.num_steps, conditions, negative)
         logits = self._next_logits(sequence[:, :, :prompt_steps], states)  # [B, K, card]
         for step in range(prompt_steps, pattern.num_steps):
             tokens = sample(logits, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
@@ -148,22 +176,29 @@ class LMGenerator:
             sequence[:, :, step] = torch.where(current == UNKNOWN, tokens, current)
             if progress is not None:
                 progress(done + step - prompt_steps + 1, total)
+            now_final = bisect.bisect_right(final_after, step)
+            if now_final > final:
+                reverted, _ = pattern.revert(sequence[:, :, :step + 1], special)  # [B, K, T]
+                codes[:, :, final:now_final] = reverted[:, :, final:now_final]
+                final = now_final
+                yield final
             if step + 1 < pattern.num_steps:
                 logits = self._next_logits(sequence[:, :, step:step + 1], states)
-        codes, _ = pattern.revert(sequence, special_token=special)
-        return codes
 
     def _guided(self, conditions: ConditionTensors | None) -> bool:
         return conditions is not None and self.config.cfg_coef != 1
 
-    def _start(self, batch_size: int, capacity: int, conditions: ConditionTensors | None) -> list[DecodeState]:
-        """One state, or (conditional, null) states for two-step CFG."""
+    def _start(self, batch_size: int, capacity: int, conditions: ConditionTensors | None,
+               negative: ConditionTensors | None) -> list[DecodeState]:
+        """One state, or (conditional, unconditional) states for two-step CFG; unconditional = the negative
+        conditions when given, else the null condition."""
         if not self._guided(conditions):
             return [self.model.start_decoding(batch_size, capacity, conditions)]
+        unconditional = conditions.null() if negative is None else negative
         if self.config.two_step_cfg:
             return [self.model.start_decoding(batch_size, capacity, conditions),
-                    self.model.start_decoding(batch_size, capacity, conditions.null())]
-        return [self.model.start_decoding(2 * batch_size, capacity, conditions.cat(conditions.null()))]
+                    self.model.start_decoding(batch_size, capacity, unconditional)]
+        return [self.model.start_decoding(2 * batch_size, capacity, conditions.cat(unconditional))]
 
     def _next_logits(self, steps: torch.Tensor, states: list[DecodeState]) -> torch.Tensor:
         """steps [B, K, N] -> the (guided) logits [B, K, card] predicting the step after the last one."""

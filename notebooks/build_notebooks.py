@@ -537,12 +537,11 @@ pretrained/musicgen-small-codeclm`) to look at a real model. Unset, the notebook
 (`interop/tiny.py`) and converts it, which is what CI runs: the plots are then of noise, the checks still hold."""),
     new_code_cell(SETUP),
     new_code_cell('''\
-from builders import load_lm_export
-from codec.codec import Codec
 from conditioners.attributes import ConditioningAttributes
 from interop.convert import convert
 from interop.tiny import tiny_hf_musicgen
-from lm.generator import GenerationConfig, LMGenerator
+from lm.generator import GenerationConfig
+from pipeline import GenerationPipeline
 
 checkpoint = os.environ.get("CODECLM_CHECKPOINT")
 if checkpoint is None:
@@ -550,26 +549,25 @@ if checkpoint is None:
     tiny_hf_musicgen(scratch / "hf")
     convert(scratch / "hf", scratch / "converted")
     checkpoint = scratch / "converted"
-lm, pattern, conditioner, cfg = load_lm_export(checkpoint)
-codec = Codec.load(cfg.codec_dir)
+pipeline = GenerationPipeline.load(checkpoint, generation=GenerationConfig(temperature=1.0, top_k=0, cfg_coef=3.0))
+lm, pattern, conditioner, codec = pipeline.lm, pipeline.pattern, pipeline.conditioner, pipeline.codec
 K, card = lm.config.num_codebooks, lm.config.card
-print(cfg.get("converted_from", "trained with codeclm"))
+print(pipeline.export_config.get("converted_from", "trained with codeclm"))
 print(f"LM {sum(p.numel() for p in lm.parameters()) / 1e6:.1f} M parameters, {K} x {card} codes at "
       f"{codec.frame_rate:g} Hz; cross_attention_mask={lm.config.cross_attention_mask}")'''),
     new_markdown_cell("""\
 ## A generation, and what the model thought at every step
-We sample 2 seconds for two captions (top-k 250, CFG 3, one seed), then run the generated sequence through the
-model once more, teacher-forced: the logits at each step are the conditional distributions the sampler drew
-from (before guidance), so their entropy shows where the model hesitates."""),
+We sample 2 seconds for two captions through the generation pipeline (the full distribution at temperature 1,
+CFG 3, a seed per caption), then run the generated sequence through the model once more, teacher-forced: the
+logits at each step are the conditional distributions the sampler drew from (before guidance), so their entropy
+shows where the model hesitates."""),
     new_code_cell('''\
 captions = ["a calm piano melody in a minor", "upbeat drums and bass"]
-frames = int(2 * codec.frame_rate)
-attributes = [ConditioningAttributes(text={"description": text}) for text in captions]
-generator = LMGenerator(lm, pattern, GenerationConfig(temperature=1.0, top_k=min(250, card), cfg_coef=3.0))
+output = pipeline.generate(captions, duration=2.0, seeds=[0, 1])
+codes, audio = output.codes, output.audio  # [B, K, T], [B, C, samples]
+frames = codes.shape[-1]
 with torch.no_grad():
-    conditions = conditioner(attributes)
-    codes = generator.generate(frames, conditions, generator=torch.Generator().manual_seed(0))  # [B, K, T]
-    audio = codec.decode(codes)  # [B, 1, samples]
+    conditions = conditioner([ConditioningAttributes(text={"description": text}) for text in captions])
     sequence = pattern.get_pattern(frames).build(codes, special_token=card)  # [B, K, S]
     logits, valid = pattern.get_pattern(frames).revert_logits(lm(sequence, conditions))  # [B, K, T, card]
 entropy_bits = -(logits.log_softmax(-1).exp() * logits.log_softmax(-1)).sum(-1) / math.log(2)  # [B, K, T]

@@ -66,3 +66,27 @@ def test_frame_rate_that_is_not_a_whole_hop_is_refused():
             output_dim=8, sample_rate=16000, frame_rate=48, n_fft=4096, min_frequency=65.0,
             max_frequency=4000.0, argmax=True,
         )
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"filterbank": "gaussian"}, "min_frequency and max_frequency apply to filterbank 'nearest' only"),
+    ({"filterbank": "cqt"}, "filterbank must be one of"),
+    ({"argmax": False, "silent_frames": "argmax"}, "silent_frames 'argmax' needs argmax: true"),
+    ({"length": 0}, "length must be >= 1"),
+    ({"max_duration": 0.0}, "max_duration must be > 0"),
+])
+def test_inconsistent_reference_options_are_refused_by_name(options, message):
+    settings = dict(output_dim=8, sample_rate=SAMPLE_RATE, frame_rate=FRAME_RATE, n_fft=4096, min_frequency=65.0,
+                    max_frequency=4000.0, argmax=True)
+    with pytest.raises(ValueError, match=message):
+        ChromaConditioner(**{**settings, **options})
+
+
+def test_silent_frames_argmax_makes_silence_the_one_hot_on_c_and_zero_keeps_it_empty():
+    silence = torch.zeros(1, SAMPLE_RATE // 10)  # 0.1 s, shorter than n_fft: zero-padded to it, as HF
+    zero = _conditioner(argmax=True).chromagram(silence)
+    argmax = ChromaConditioner(output_dim=8, sample_rate=SAMPLE_RATE, frame_rate=FRAME_RATE, n_fft=4096,
+                               min_frequency=65.0, max_frequency=4000.0, argmax=True,
+                               silent_frames="argmax").chromagram(silence)
+    assert zero.abs().sum() == 0
+    assert torch.equal(argmax, torch.eye(12)[0].expand_as(argmax))

@@ -63,3 +63,14 @@ def test_unknown_modes_and_unrouted_conditions_are_refused():
 def test_no_conditions_fuse_to_empty_tensors():
     fused = ConditionFuser(routes={})({}, seq_len=S)
     assert fused.cross is None and fused.prepend is None and fused.add is None
+
+
+def test_a_condition_with_null_embeddings_gives_the_null_prepend_and_cannot_be_added():
+    melody, text = _condition(S, [S, S]), _condition(3, [3, 1])
+    melody.null = torch.randn(B, S, D)
+    fused = ConditionFuser(routes={"melody": "prepend", "text": "prepend"})({"melody": melody, "text": text}, S)
+    torch.testing.assert_close(fused.prepend_null, torch.cat([melody.null, torch.zeros(B, 3, D)], dim=1))
+    plain = ConditionFuser(routes={"text": "prepend"})({"text": text}, S)
+    assert plain.prepend_null is None
+    with pytest.raises(ValueError, match="'melody'.*only the prepend route"):
+        ConditionFuser(routes={"melody": "sum"})({"melody": melody}, S)

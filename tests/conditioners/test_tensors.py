@@ -38,3 +38,16 @@ def test_cat_stacks_conditional_and_null_batches():
 def test_mask_without_memory_is_refused():
     with pytest.raises(ValueError, match="together"):
         ConditionTensors(cross=torch.zeros(1, 2, 3))
+
+
+def test_a_prepend_null_is_the_null_prepend_in_null_where_and_cat():
+    prepend, prepend_null = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    conditions = ConditionTensors(prepend=prepend, prepend_null=prepend_null)
+    torch.testing.assert_close(conditions.null().prepend, prepend_null)
+    mixed = conditions.where(torch.tensor([False, True]))
+    torch.testing.assert_close(mixed.prepend, torch.stack([prepend_null[0], prepend[1]]))
+    both = conditions.cat(conditions.null())
+    torch.testing.assert_close(both.prepend, torch.cat([prepend, prepend_null]))
+    torch.testing.assert_close(both.null().prepend, torch.cat([prepend_null, prepend_null]))
+    with pytest.raises(ValueError, match="prepend_null must be shaped as prepend"):
+        ConditionTensors(prepend=prepend, prepend_null=prepend_null[:, :3])

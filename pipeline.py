@@ -1,0 +1,175 @@
+"""The generation pipeline: captions (with a melody, an audio prompt, negative captions) -> codes -> audio, in one
+object. generate.py, eval.adherence, the LM's validation samples and the notebooks all generate through it.
+
+    pipeline = GenerationPipeline.load("outputs/demo/lm")           # any LM export, or what interop.convert wrote
+    output = pipeline.generate(["calm piano", "fast organ"], duration=8, seeds=[1, 2])
+    output.audio  # [B, C, samples]     output.codes  # [B, K, T]
+
+Each item's tokens are a function of its own conditions, seed and the generation settings: its sampling noise
+comes from a generator seeded with its seed, and its guidance branch is its own null (or negative) condition, so
+it does not matter what else shares the batch.
+"""
+import math
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from codec.codec import Codec
+from conditioners.attributes import ConditioningAttributes, WavCondition
+from conditioners.conditioner import ConditionProvider
+from data.audio import convert_audio
+from lm.generator import GenerationConfig, LMGenerator
+from lm.lm import LMModel
+from lm.patterns import PatternProvider
+
+Prompt = str | ConditioningAttributes | None  # a caption, full attributes, or None for the unconditional output
+MELODY = "melody"  # the wave attribute a melody (chroma) conditioner reads
+
+
+def item_seeds(seed: int, count: int, first: int = 0) -> list[int]:
+    """The default seed of items first .. first + count - 1 of a run seeded with `seed`: item i of a larger run
+    can be regenerated alone with seeds=[item_seeds(seed, 1, i)[0]]."""
+    return [seed * 100_003 + index for index in range(first, first + count)]
+
+
+class GenerationOutput(NamedTuple):
+    audio: Tensor  # [B, C, samples] float32 on the CPU, not peak-limited
+    codes: Tensor  # [B, K, T] long
+    seeds: list[int]  # each item's sampling seed
+
+
+class GenerationPipeline:
+    def __init__(self, lm: LMModel, pattern: PatternProvider, conditioner: ConditionProvider, codec: Codec,
+                 generation: GenerationConfig):
+        if (codec.num_codebooks, codec.cardinality) != (lm.config.num_codebooks, lm.config.card):
+            raise ValueError(f"the codec has {codec.num_codebooks} x {codec.cardinality} codes but the LM predicts "
+                             f"{lm.config.num_codebooks} x {lm.config.card}")
+        self.lm, self.pattern, self.conditioner, self.codec = lm, pattern, conditioner, codec
+        self.generator = LMGenerator(lm, pattern, generation)
+        self.codec_dir: Path | None = None  # set by `load`: where the codec was read from, for the record
+        self.export_config: DictConfig | None = None  # set by `load`: the export's resolved config (its data paths)
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", codec_dir: str | Path | None = None,
+             generation: GenerationConfig | None = None) -> "GenerationPipeline":
+        """An LM export (run directory or export/) and its codec (the one it was trained on unless `codec_dir`)."""
+        from builders import load_lm_export  # here, not at the top: builders imports lit/, which imports this module
+
+        lm, pattern, conditioner, train_cfg = load_lm_export(checkpoint, device)
+        codec_dir = Path(codec_dir or train_cfg.codec_dir).resolve()
+        pipeline = cls(lm, pattern, conditioner, Codec.load(codec_dir, device=device), generation or GenerationConfig())
+        pipeline.codec_dir, pipeline.export_config = codec_dir, train_cfg
+        return pipeline
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.embedding.weight.device
+
+    def num_frames(self, duration: float) -> int:
+        if duration <= 0:
+            raise ValueError(f"duration must be > 0 seconds, got {duration}")
+        return max(1, round(duration * self.codec.frame_rate))
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Prompt], duration: float, melody: WavCondition | None = None,
+                 continuation: tuple[Tensor, int] | None = None, seeds: Sequence[int] | None = None,
+                 negative: Sequence[str | None] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> GenerationOutput:
+        """Generate `duration` seconds for each prompt.
+
+        melody:       a reference recording for every prompt (a model with a melody conditioner); any rate and
+                      channel count, converted as the conditioner needs.
+        continuation: (wav [C, T], sample_rate): an audio prompt whose codes are kept verbatim, then continued.
+        seeds:        one sampling seed per prompt; None = item_seeds(0, len(prompts)).
+        negative:     one caption per prompt to guide away from (None items: the null condition, as without it).
+        """
+        codes = None
+        for codes, _ in self._code_stream(prompts, duration, melody, continuation, seeds, negative, progress):
+            pass
+        return GenerationOutput(audio=self.codec.decode(codes).float().cpu(), codes=codes,
+                                seeds=self._seeds(seeds, len(prompts)))
+
+    @torch.inference_mode()
+    def stream(self, prompts: Sequence[Prompt], duration: float, melody: WavCondition | None = None,
+               continuation: tuple[Tensor, int] | None = None, seeds: Sequence[int] | None = None,
+               negative: Sequence[str | None] | None = None, progress: Callable[[int, int], None] | None = None,
+               chunk_frames: int = 8) -> Iterator[Tensor]:
+        """`generate`'s audio in chunks [B, C, n * hop_length], each yielded as soon as its n >= chunk_frames frames
+        are final (the last chunk may be shorter; with the delay pattern, frame t is final at step t + max delay).
+        The codec decodes them in streaming mode, so the chunks concatenated equal the offline decode of the same
+        codes; that needs a codec that streams (causal, constant or replicate padding). Larger chunks cost the
+        codec less per frame and give the first audio later."""
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        seanet = self.codec.config.seanet
+        if not seanet.causal or seanet.pad_mode == "reflect":
+            raise ValueError(f"stream needs a codec that streams (causal, constant or replicate padding); this one "
+                             f"has causal={seanet.causal}, pad_mode={seanet.pad_mode!r}: use generate")
+        decoded = 0
+        with self.codec.streaming(len(prompts)):
+            for codes, final in self._code_stream(prompts, duration, melody, continuation, seeds, negative, progress):
+                if final - decoded >= chunk_frames or (final == codes.shape[-1] and final > decoded):
+                    yield self.codec.decode(codes[:, :, decoded:final]).float().cpu()
+                    decoded = final
+
+    def _code_stream(self, prompts: Sequence[Prompt], duration: float, melody: WavCondition | None,
+                     continuation: tuple[Tensor, int] | None, seeds: Sequence[int] | None,
+                     negative: Sequence[str | None] | None, progress: Callable[[int, int], None] | None
+                     ) -> Iterator[tuple[Tensor, int]]:
+        """LMGenerator.stream for these prompts: (codes [B, K, T], leading frames final)."""
+        B, num_frames = len(prompts), self.num_frames(duration)
+        seeds = self._seeds(seeds, B)
+        self.check(B, duration, melody, continuation, seeds, negative)
+        attributes = [self._attributes(prompt, melody) for prompt in prompts]
+        if negative is not None:
+            attributes += [ConditioningAttributes(text={} if text is None else {"description": text})
+                           for text in negative]
+        conditions = self.conditioner(attributes, seq_len=self.pattern.get_pattern(num_frames).num_steps)
+        negative_conditions = None if negative is None else conditions.rows(slice(B, 2 * B))
+        generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+        yield from self.generator.stream(num_frames, conditions.rows(slice(0, B)),
+                                         prompt=self._prompt(continuation, B, num_frames), generator=generators,
+                                         progress=progress, negative=negative_conditions)
+
+    @staticmethod
+    def _seeds(seeds: Sequence[int] | None, count: int) -> list[int]:
+        return item_seeds(0, count) if seeds is None else list(seeds)
+
+    def check(self, count: int, duration: float, melody: WavCondition | None = None,
+              continuation: tuple[Tensor, int] | None = None, seeds: Sequence[int] | None = None,
+              negative: Sequence[str | None] | None = None) -> None:
+        """Refuse a request `generate` cannot honour, naming the argument; scripts call it before writing anything."""
+        if count == 0:
+            raise ValueError("prompts must hold at least one prompt")
+        num_frames = self.num_frames(duration)
+        if seeds is not None and len(seeds) != count:
+            raise ValueError(f"seeds must give one seed per prompt ({count}), got {len(seeds)}")
+        if negative is not None and len(negative) != count:
+            raise ValueError(f"negative must give one caption (or None) per prompt ({count}), got {len(negative)}")
+        if melody is not None and MELODY not in self.conditioner.chroma:
+            raise ValueError("melody was given but this model has no melody conditioner (conditioner.chroma has no "
+                             "'melody'): it would be ignored")
+        if continuation is not None:
+            continuation_frames = math.ceil(continuation[0].shape[-1] / continuation[1] * self.codec.frame_rate)
+            if continuation_frames > num_frames:
+                raise ValueError(f"continuation is {continuation[0].shape[-1] / continuation[1]:.2f} s, longer than "
+                                 f"duration {num_frames / self.codec.frame_rate:.2f} s")
+
+    @staticmethod
+    def _attributes(prompt: Prompt, melody: WavCondition | None) -> ConditioningAttributes:
+        if isinstance(prompt, ConditioningAttributes):
+            return prompt
+        return ConditioningAttributes(text={} if prompt is None else {"description": prompt},
+                                      wav={} if melody is None else {MELODY: melody})
+
+    def _prompt(self, continuation: tuple[Tensor, int] | None, batch_size: int, num_frames: int) -> Tensor | None:
+        """The continuation's codes [B, K, T0], or None."""
+        if continuation is None:
+            return None
+        wav, sample_rate = continuation
+        wav = convert_audio(wav, sample_rate, self.codec.sample_rate, self.codec.channels).to(self.device)
+        return self.codec.encode(wav[None])[:, :, :num_frames].expand(batch_size, -1, -1)  # [B, K, T0]

@@ -1,0 +1,150 @@
+"""The generation pipeline: per-item seeds (an item's tokens do not depend on what shares its batch, with sampling
+on), negative prompts, generate.py's seeds, and bad input refused naming the argument."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from builders import build_codec, build_conditioner, build_lm, build_lm_training, build_pattern
+from conditioners.attributes import WavCondition
+from data.audio import write_wav
+from lit.lm_module import BatchConditioner, LMLightningModule
+from lm.generator import GenerationConfig
+from pipeline import GenerationPipeline, item_seeds
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPTIONS = ["calm piano", "a fast folk reel played on a violin in d major, 120 bpm, with drums and bass",
+            "organ", "brass section march in b flat", "soft strings", "ambient pads and a flute melody",
+            "upbeat electronic dance music", "a slow bach chorale on church organ in g major"]  # mixed lengths
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    """A random tiny LM (card 256) with the MiniLM text conditioner and a random tiny codec, saved as an export."""
+    root = tmp_path_factory.mktemp("export")
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["stage=lm", "codec.quantizer.codebook_size=256",
+                                                       "lm.model.num_layers=2", f"codec_dir={root / 'codec'}"])
+    torch.manual_seed(0)
+    build_codec(cfg).save(root / "codec")
+    module = LMLightningModule(build_lm(cfg), build_pattern(cfg), build_lm_training(cfg),
+                               conditioner=BatchConditioner(build_conditioner(cfg)))
+    with torch.no_grad():
+        module.model.heads.weight.mul_(4)  # peakier than uniform, so that sampling and guidance matter
+    module.save(root / "lm")
+    OmegaConf.save(cfg, root / "lm" / "train_config.yaml", resolve=True)
+    return root / "lm"
+
+
+def load(export: Path, **generation) -> GenerationPipeline:
+    return GenerationPipeline.load(export, generation=GenerationConfig(**generation))
+
+
+@pytest.mark.parametrize("cfg_coef", [1.0, 3.0])
+def test_an_item_gets_the_same_tokens_alone_and_in_a_batch_of_8(export, cfg_coef):
+    pipeline = load(export, temperature=1.0, top_k=250, cfg_coef=cfg_coef)
+    seeds = item_seeds(5, len(CAPTIONS))
+    batch = pipeline.generate(CAPTIONS, duration=0.3, seeds=seeds).codes  # [8, K, T]
+    for index in (1, 6):
+        alone = pipeline.generate([CAPTIONS[index]], duration=0.3, seeds=[seeds[index]]).codes
+        assert torch.equal(alone[0], batch[index]), index
+    assert not torch.equal(batch[0], batch[2])  # different captions and seeds: different tokens
+    other_seed = pipeline.generate([CAPTIONS[1]], duration=0.3, seeds=[seeds[1] + 1]).codes
+    assert not torch.equal(other_seed[0], batch[1])  # the seed matters
+
+
+def test_negative_equal_to_the_prompt_gives_the_conditional_tokens(export):
+    guided = load(export, temperature=0.0, cfg_coef=3.0)
+    conditional = load(export, temperature=0.0, cfg_coef=1.0)
+    prompts = CAPTIONS[:3]
+    # uncond + 3 * (cond - uncond) with uncond = cond is cond itself: greedy tokens of the unguided model.
+    same = guided.generate(prompts, duration=0.3, negative=prompts).codes
+    assert torch.equal(same, conditional.generate(prompts, duration=0.3).codes)
+    null_guided = guided.generate(prompts, duration=0.3).codes
+    against_drums = guided.generate(prompts, duration=0.3, negative=["drums"] * 3).codes
+    assert not torch.equal(against_drums, null_guided)  # a negative caption steers away from something else
+    assert torch.equal(guided.generate(prompts, duration=0.3, negative=[None] * 3).codes, null_guided)
+
+
+def test_bad_arguments_are_refused_naming_them(export, tmp_path):
+    pipeline = load(export)
+    with pytest.raises(ValueError, match="seeds must give one seed per prompt"):
+        pipeline.generate(CAPTIONS[:2], duration=0.3, seeds=[1])
+    with pytest.raises(ValueError, match="negative must give one caption"):
+        pipeline.generate(CAPTIONS[:2], duration=0.3, negative=["x"])
+    with pytest.raises(ValueError, match="melody was given but this model has no melody conditioner"):
+        pipeline.generate(CAPTIONS[:1], duration=0.3, melody=WavCondition(torch.zeros(1, 24000), 24000))
+    with pytest.raises(ValueError, match="continuation is 1.00 s, longer than duration 0.40 s"):
+        pipeline.generate(CAPTIONS[:1], duration=0.4, continuation=(torch.zeros(1, 24000), 24000))
+    with pytest.raises(ValueError, match="duration must be > 0"):
+        pipeline.generate(CAPTIONS[:1], duration=0)
+
+
+def run_generate(export: Path, out_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "generate.py", f"checkpoint={export}", f"out_dir={out_dir}", "duration=0.3",
+                           "device=cpu", *overrides], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_generate_py_regenerates_one_file_of_a_run_from_its_recorded_seed(export, tmp_path):
+    prompts = json.dumps(CAPTIONS[:3])
+    assert run_generate(export, tmp_path / "run", f"prompts={prompts}", "seed=11", "batch_size=3").returncode == 0
+    record = json.loads((tmp_path / "run" / "generation.json").read_text())
+    assert record["seeds"] == {f"{index:03d}.wav": seed for index, seed in enumerate(item_seeds(11, 3))}
+    seed = record["seeds"]["001.wav"]
+    result = run_generate(export, tmp_path / "alone", f"prompts={json.dumps(CAPTIONS[1:2])}", f"seeds=[{seed}]")
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.load(tmp_path / "run" / "001.npy"), np.load(tmp_path / "alone" / "000.npy"))
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["seeds=[1]"], "seeds must give one value per prompt (2), got 1"),
+    (["negative=[a, b, c]"], "negative must give one value per prompt (2), got 3"),
+    (["melody=MELODY"], "melody was given but this model has no melody conditioner"),
+])
+def test_generate_py_bad_input_is_one_line_and_writes_nothing(export, tmp_path, overrides, expected):
+    melody = tmp_path / "melody.wav"
+    write_wav(melody, torch.zeros(1, 8000), 16000)
+    overrides = [override.replace("MELODY", str(melody)) for override in overrides]
+    result = run_generate(export, tmp_path / "out", 'prompts=["a", "b"]', *overrides)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and expected in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_streamed_chunks_equal_the_offline_decode(export):
+    pipeline = load(export, temperature=1.0, top_k=250, cfg_coef=3.0)
+    steps = []
+    chunks = list(pipeline.stream(CAPTIONS[:3], duration=0.4, seeds=[1, 2, 3], chunk_frames=1,
+                                  progress=lambda step, total: steps.append(step)))
+    offline = pipeline.generate(CAPTIONS[:3], duration=0.4, seeds=[1, 2, 3])
+    frames = offline.codes.shape[-1]
+    K = offline.codes.shape[1]
+    # With the delay pattern, frame t is final after step t + K: one chunk per step from then on.
+    assert len(chunks) == frames and all(chunk.shape[-1] == pipeline.codec.hop_length for chunk in chunks)
+    assert (torch.cat(chunks, dim=-1) - offline.audio).abs().max() < 1e-5
+    assert len(steps) == frames + K - 1  # the first chunk came K - 1 steps in, not at the end
+    eights = list(pipeline.stream(CAPTIONS[:3], duration=0.4, seeds=[1, 2, 3], chunk_frames=8))
+    assert [chunk.shape[-1] // pipeline.codec.hop_length for chunk in eights] == [8, 8, 8, 6]  # 30 frames
+    assert (torch.cat(eights, dim=-1) - offline.audio).abs().max() < 1e-5
+
+
+def test_streaming_a_continuation_yields_its_frames_first(export):
+    pipeline = load(export, temperature=1.0, top_k=250, cfg_coef=3.0)
+    clip = (torch.randn(1, 24000) * 0.1, 24000)
+    chunks = list(pipeline.stream(CAPTIONS[:1], duration=1.4, continuation=clip, seeds=[4]))
+    offline = pipeline.generate(CAPTIONS[:1], duration=1.4, continuation=clip, seeds=[4])
+    assert chunks[0].shape[-1] == 75 * pipeline.codec.hop_length  # the 1 s prompt, decoded before any step
+    assert (torch.cat(chunks, dim=-1) - offline.audio).abs().max() < 1e-5
+
+
+def test_stream_refuses_a_codec_that_looks_ahead(export):
+    pipeline = load(export)
+    pipeline.codec.config.seanet.causal = False  # as MusicGen's 32 kHz codec
+    with pytest.raises(ValueError, match="stream needs a codec that streams"):
+        next(pipeline.stream(CAPTIONS[:1], duration=0.3))
