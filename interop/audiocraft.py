@@ -19,7 +19,7 @@ from torch import Tensor
 from interop.encodec import (codec_config_from_audiocraft, codec_config_from_hf, codec_state_from_audiocraft,
                              codec_state_from_hf)
 from interop.export import TEXT_ENCODER_DIR, TEXT_PROJECTION, LMExport, write_text_encoder
-from interop.musicgen import read_hf_config
+from interop.musicgen import check_codec_fits, read_hf_config
 from interop.state import ConversionError, Piece, join_pieces, load_torch_file, read_weights
 from lm.lm import LMConfig
 
@@ -141,6 +141,7 @@ def convert_audiocraft(directory: Path, out: Path, codec: Path | None, text_enco
         codec_config = codec_config_from_audiocraft(codec_xp, str(directory / CODEC_FILE))
         codec_state = codec_state_from_audiocraft(codec_package["best_state"], codec_config,
                                                   str(directory / CODEC_FILE))
+    check_codec_fits(lm_config, codec_config, source)
     t5_config = read_hf_config(text_encoder)
     lm_state = join_pieces(split_cross_projections(lm_package["best_state"], lm_config.dim), lm_pieces(lm_config),
                            str(directory / LM_FILE))

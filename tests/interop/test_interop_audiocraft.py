@@ -135,3 +135,53 @@ def test_init_from_loads_the_converted_weights_and_refuses_another_model(folders
     assert all(torch.equal(value, lm.state_dict()[name]) for name, value in module.model.state_dict().items())
     with pytest.raises(ValueError, match=r"lm.model.ffn_dim=64 \(checkpoint: 96\)"):
         init_from_export(module, wrong)
+
+
+CODEC_XP_CONFIG = {  # AudioCraft's encodec config keys (config/model/encodec/default.yaml), at the tiny model's sizes
+    "sample_rate": 32000, "channels": 1, "compression_model": "encodec",
+    "encodec": {"autoencoder": "seanet", "quantizer": "rvq", "sample_rate": 32000, "channels": 1, "causal": False,
+                "renormalize": False},
+    "seanet": {"dimension": 16, "channels": 1, "causal": False, "n_filters": 4, "n_residual_layers": 1,
+               "ratios": [8, 5, 4, 4], "activation": "ELU", "activation_params": {"alpha": 1.0},
+               "norm": "weight_norm", "norm_params": {}, "kernel_size": 7, "residual_kernel_size": 3,
+               "last_kernel_size": 7, "dilation_base": 2, "pad_mode": "constant", "true_skip": True, "compress": 2,
+               "lstm": 1, "disable_norm_outer_blocks": 0,
+               "decoder": {"trim_right_ratio": 1.0, "final_activation": None, "final_activation_params": None},
+               "encoder": {}},
+    "rvq": {"n_q": 4, "q_dropout": False, "bins": 64, "decay": 0.99, "kmeans_init": True, "kmeans_iters": 50,
+            "threshold_ema_dead_code": 2, "orthogonal_reg_weight": 0.0, "orthogonal_reg_active_codes_only": False},
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm` is deprecated:FutureWarning")  # inside the encodec package
+def test_an_embedded_audiocraft_codec_gives_the_reference_codes_through_convert(folders, tmp_path):
+    import encodec
+    from encodec.modules import SEANetDecoder, SEANetEncoder
+    from encodec.quantization import ResidualVectorQuantizer
+
+    from codec.codec import Codec
+
+    seanet = {"dimension": 16, "n_filters": 4, "ratios": [8, 5, 4, 4], "causal": False, "pad_mode": "constant",
+              "true_skip": True, "lstm": 1}
+    reference = encodec.EncodecModel(SEANetEncoder(**seanet), SEANetDecoder(**seanet),
+                                     ResidualVectorQuantizer(dimension=16, n_q=4, bins=64), target_bandwidths=[1.2],
+                                     sample_rate=32000, channels=1).eval()
+    wav = 0.1 * torch.randn(1, 1, 640 * 25)
+    with torch.no_grad():
+        latents = reference.encoder(wav).transpose(1, 2).reshape(-1, 16)
+        for layer in reference.quantizer.vq.layers:  # codebooks on the data, so that codes are not degenerate
+            layer._codebook.embed.copy_(latents.mean(0) + latents.std(0) * torch.randn(64, 16))
+            layer._codebook.inited.fill_(1.0)
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "state_dict.bin").write_bytes((folders["checkpoint"] / "state_dict.bin").read_bytes())
+    torch.save({"best_state": reference.state_dict(), "xp.cfg": yaml.safe_dump(CODEC_XP_CONFIG), "version": "1.3.0",
+                "exported": True}, folder / "compression_state_dict.bin")
+    convert(folder, tmp_path / "out", text_encoder=folders["t5"])
+    ours = Codec.load(tmp_path / "out" / "codec")
+    reference.set_target_bandwidth(1.2)
+    with torch.no_grad():
+        [(reference_codes, _)] = reference.encode(wav)
+        codes = ours.encode(wav)
+        assert torch.equal(codes, reference_codes) and len(codes.unique()) > 8
+        assert (ours.decode(codes) - reference.decode([(reference_codes, None)])).abs().max() < 1e-5
