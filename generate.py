@@ -4,6 +4,7 @@
         cfg_coef=3 top_k=250 top_p=0 temperature=1 seed=0
 
     python generate.py checkpoint=RUN prompts='["a", "b"]' seeds='[7, 8]' negative='["drums", null]'
+    python generate.py checkpoint=RUN prompts='["a"]' stream=true     # each WAV grows while it is generated
 
 Writes one WAV, its codes (.npy, [K, T]) and a spectrogram PNG per prompt, and generation.json (every parameter,
 the checkpoint and each file's seed) to out_dir. Each file depends on its own prompt and seed only, so
@@ -15,12 +16,15 @@ import json
 import shutil
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import hydra
 import numpy as np
+import soundfile
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 import transformers
 from tqdm import tqdm
 
@@ -63,6 +67,24 @@ def item_list(cfg: DictConfig, key: str, count: int) -> list | None:
     return values
 
 
+def stream_to_files(pipeline: GenerationPipeline, request: dict, paths: list[Path]) -> tuple[Tensor, Tensor]:
+    """Generate with `pipeline.stream`, appending each chunk to one float WAV per item as soon as it is decoded (a
+    player can open them while they grow). Returns (codes [B, K, T], audio [B, C, samples]) for the final files,
+    which are then written as the offline mode writes them (16-bit, peak-limited)."""
+    sample_rate, channels = pipeline.codec.sample_rate, pipeline.codec.channels
+    print(f"streaming into {paths[0].parent}", file=sys.stderr)
+    with ExitStack() as stack:
+        writers = [stack.enter_context(soundfile.SoundFile(path, "w", sample_rate, channels, subtype="FLOAT"))
+                   for path in paths]
+        chunks = []
+        for chunk in pipeline.stream(**request):
+            for writer, wav in zip(writers, chunk.audio):  # [C, n]
+                writer.write(wav.T.numpy())
+                writer.flush()
+            chunks.append(chunk)
+    return torch.cat([chunk.codes for chunk in chunks], dim=-1), torch.cat([chunk.audio for chunk in chunks], dim=-1)
+
+
 def generate(cfg: DictConfig) -> Path:
     """Validates everything, generates into a temporary folder, then moves it to out_dir. Returns out_dir."""
     prompts = read_prompts(cfg)
@@ -78,6 +100,8 @@ def generate(cfg: DictConfig) -> Path:
     continuation = None if cfg.continuation is None else read_audio(cfg.continuation)
     pipeline = GenerationPipeline.load(cfg.checkpoint, pick_device(cfg.device), cfg.codec_dir, generation)
     pipeline.check(len(prompts), cfg.duration, melody, continuation, seeds, negative)  # before anything is written
+    if cfg.stream:
+        pipeline.check_streams()
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))  # renamed to out_dir at the end
@@ -90,16 +114,20 @@ def generate(cfg: DictConfig) -> Path:
                         step_bar.total = total
                         step_bar.update(step - step_bar.n)
 
-                    output = pipeline.generate(prompts[batch], cfg.duration, melody=melody, continuation=continuation,
-                                               seeds=seeds[batch], negative=None if negative is None else
-                                               negative[batch], progress=progress)
-                for offset, (codes, wav) in enumerate(zip(output.codes, output.audio)):
-                    name = f"{first + offset:03d}"
-                    np.save(staging / f"{name}.npy", codes.cpu().numpy())  # [K, T] the LM's tokens
+                    request = dict(prompts=prompts[batch], duration=cfg.duration, melody=melody,
+                                   continuation=continuation, seeds=seeds[batch],
+                                   negative=None if negative is None else negative[batch], progress=progress)
+                    names = [f"{index:03d}" for index in range(len(prompts))[batch]]
+                    if cfg.stream:
+                        codes, audio = stream_to_files(pipeline, request, [staging / f"{name}.wav" for name in names])
+                    else:
+                        output = pipeline.generate(**request)
+                        codes, audio = output.codes, output.audio
+                for name, item_codes, wav, prompt in zip(names, codes, audio, prompts[batch]):
+                    np.save(staging / f"{name}.npy", item_codes.cpu().numpy())  # [K, T] the LM's tokens
                     write_wav(staging / f"{name}.wav", limit_peak(wav), pipeline.codec.sample_rate)
-                    save_spectrogram(staging / f"{name}.png", wav, pipeline.codec.sample_rate,
-                                     title=prompts[first + offset])
-                prompt_bar.update(len(output.codes))
+                    save_spectrogram(staging / f"{name}.png", wav, pipeline.codec.sample_rate, title=prompt)
+                prompt_bar.update(len(names))
         parameters = {
             **{key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items()
                if key not in ("prompts", "seeds", "negative")},

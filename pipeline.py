@@ -42,6 +42,11 @@ class GenerationOutput(NamedTuple):
     seeds: list[int]  # each item's sampling seed
 
 
+class StreamChunk(NamedTuple):
+    audio: Tensor  # [B, C, n * hop_length] float32 on the CPU
+    codes: Tensor  # [B, K, n] the n frames it decodes
+
+
 class GenerationPipeline:
     def __init__(self, lm: LMModel, pattern: PatternProvider, conditioner: ConditionProvider, codec: Codec,
                  generation: GenerationConfig):
@@ -97,23 +102,21 @@ class GenerationPipeline:
     def stream(self, prompts: Sequence[Prompt], duration: float, melody: WavCondition | None = None,
                continuation: tuple[Tensor, int] | None = None, seeds: Sequence[int] | None = None,
                negative: Sequence[str | None] | None = None, progress: Callable[[int, int], None] | None = None,
-               chunk_frames: int = 8) -> Iterator[Tensor]:
-        """`generate`'s audio in chunks [B, C, n * hop_length], each yielded as soon as its n >= chunk_frames frames
+               chunk_frames: int = 8) -> Iterator[StreamChunk]:
+        """`generate`'s audio and codes in chunks of n frames, each yielded as soon as its n >= chunk_frames frames
         are final (the last chunk may be shorter; with the delay pattern, frame t is final at step t + max delay).
         The codec decodes them in streaming mode, so the chunks concatenated equal the offline decode of the same
         codes; that needs a codec that streams (causal, constant or replicate padding). Larger chunks cost the
         codec less per frame and give the first audio later."""
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        seanet = self.codec.config.seanet
-        if not seanet.causal or seanet.pad_mode == "reflect":
-            raise ValueError(f"stream needs a codec that streams (causal, constant or replicate padding); this one "
-                             f"has causal={seanet.causal}, pad_mode={seanet.pad_mode!r}: use generate")
+        self.check_streams()
         decoded = 0
         with self.codec.streaming(len(prompts)):
             for codes, final in self._code_stream(prompts, duration, melody, continuation, seeds, negative, progress):
                 if final - decoded >= chunk_frames or (final == codes.shape[-1] and final > decoded):
-                    yield self.codec.decode(codes[:, :, decoded:final]).float().cpu()
+                    chunk = codes[:, :, decoded:final]
+                    yield StreamChunk(audio=self.codec.decode(chunk).float().cpu(), codes=chunk.clone())
                     decoded = final
 
     def _code_stream(self, prompts: Sequence[Prompt], duration: float, melody: WavCondition | None,
@@ -158,6 +161,13 @@ class GenerationPipeline:
             if continuation_frames > num_frames:
                 raise ValueError(f"continuation is {continuation[0].shape[-1] / continuation[1]:.2f} s, longer than "
                                  f"duration {num_frames / self.codec.frame_rate:.2f} s")
+
+    def check_streams(self) -> None:
+        """Refuse streaming with a codec that cannot decode chunk by chunk exactly."""
+        seanet = self.codec.config.seanet
+        if not seanet.causal or seanet.pad_mode == "reflect":
+            raise ValueError(f"stream needs a codec that streams (causal, constant or replicate padding); this one "
+                             f"has causal={seanet.causal}, pad_mode={seanet.pad_mode!r}: generate without streaming")
 
     @staticmethod
     def _attributes(prompt: Prompt, melody: WavCondition | None) -> ConditioningAttributes:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -120,16 +121,18 @@ def test_generate_py_bad_input_is_one_line_and_writes_nothing(export, tmp_path, 
 def test_streamed_chunks_equal_the_offline_decode(export):
     pipeline = load(export, temperature=1.0, top_k=250, cfg_coef=3.0)
     steps = []
-    chunks = list(pipeline.stream(CAPTIONS[:3], duration=0.4, seeds=[1, 2, 3], chunk_frames=1,
-                                  progress=lambda step, total: steps.append(step)))
+    streamed = list(pipeline.stream(CAPTIONS[:3], duration=0.4, seeds=[1, 2, 3], chunk_frames=1,
+                                    progress=lambda step, total: steps.append(step)))
+    chunks = [chunk.audio for chunk in streamed]
     offline = pipeline.generate(CAPTIONS[:3], duration=0.4, seeds=[1, 2, 3])
     frames = offline.codes.shape[-1]
     K = offline.codes.shape[1]
     # With the delay pattern, frame t is final after step t + K: one chunk per step from then on.
     assert len(chunks) == frames and all(chunk.shape[-1] == pipeline.codec.hop_length for chunk in chunks)
     assert (torch.cat(chunks, dim=-1) - offline.audio).abs().max() < 1e-5
+    assert torch.equal(torch.cat([chunk.codes for chunk in streamed], dim=-1), offline.codes)
     assert len(steps) == frames + K - 1  # the first chunk came K - 1 steps in, not at the end
-    eights = list(pipeline.stream(CAPTIONS[:3], duration=0.4, seeds=[1, 2, 3], chunk_frames=8))
+    eights = [chunk.audio for chunk in pipeline.stream(CAPTIONS[:3], duration=0.4, seeds=[1, 2, 3], chunk_frames=8)]
     assert [chunk.shape[-1] // pipeline.codec.hop_length for chunk in eights] == [8, 8, 8, 6]  # 30 frames
     assert (torch.cat(eights, dim=-1) - offline.audio).abs().max() < 1e-5
 
@@ -137,7 +140,7 @@ def test_streamed_chunks_equal_the_offline_decode(export):
 def test_streaming_a_continuation_yields_its_frames_first(export):
     pipeline = load(export, temperature=1.0, top_k=250, cfg_coef=3.0)
     clip = (torch.randn(1, 24000) * 0.1, 24000)
-    chunks = list(pipeline.stream(CAPTIONS[:1], duration=1.4, continuation=clip, seeds=[4]))
+    chunks = [chunk.audio for chunk in pipeline.stream(CAPTIONS[:1], duration=1.4, continuation=clip, seeds=[4])]
     offline = pipeline.generate(CAPTIONS[:1], duration=1.4, continuation=clip, seeds=[4])
     assert chunks[0].shape[-1] == 75 * pipeline.codec.hop_length  # the 1 s prompt, decoded before any step
     assert (torch.cat(chunks, dim=-1) - offline.audio).abs().max() < 1e-5
@@ -148,3 +151,15 @@ def test_stream_refuses_a_codec_that_looks_ahead(export):
     pipeline.codec.config.seanet.causal = False  # as MusicGen's 32 kHz codec
     with pytest.raises(ValueError, match="stream needs a codec that streams"):
         next(pipeline.stream(CAPTIONS[:1], duration=0.3))
+
+
+def test_generate_py_stream_writes_what_the_offline_mode_writes(export, tmp_path):
+    prompts = f"prompts={json.dumps(CAPTIONS[:2])}"
+    for mode in ("false", "true"):
+        result = run_generate(export, tmp_path / mode, prompts, f"stream={mode}", "seed=3")
+        assert result.returncode == 0, result.stderr
+    assert "streaming into" in result.stderr
+    for name in ("000", "001"):
+        assert np.array_equal(np.load(tmp_path / "false" / f"{name}.npy"), np.load(tmp_path / "true" / f"{name}.npy"))
+        offline, streamed = (soundfile.read(tmp_path / mode / f"{name}.wav")[0] for mode in ("false", "true"))
+        assert np.abs(offline - streamed).max() <= 1 / 32768  # one 16-bit step at most
