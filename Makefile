@@ -4,10 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench notebooks clean
 
 # System packages: a General-MIDI SoundFont (the default dataset), ffmpeg with libopus (the Opus baseline) and ninja
-# (torch builds the int8 KV-cache attention kernel with it, lm/int8_cache.py).
+# (torch builds the int8 KV-cache attention kernel with it, lm/backends/int8_cache.py).
 SYSTEM_PACKAGES := timgm6mb-soundfont ffmpeg ninja-build
 
 $(INSTALLED): pyproject.toml
@@ -60,6 +60,10 @@ $(DEMO_AUDIO): $(DEMO_LM)
 	rm -rf $(DEMO)/generated
 	$(PY) generate.py checkpoint=$(DEMO)/lm prompts_manifest=$(DEMO)/data/test max_prompts=4 duration=8 \
 		out_dir=$(DEMO)/generated
+
+# The executed notebooks, figures included, that docs/notebooks/ shows: rerun after editing notebooks/*.py.
+notebooks: install
+	$(PY) notebooks/execute.py
 
 bench: install
 	$(PY) -m bench.codec_speed

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
+import config_schema  # noqa: F401  registers the config groups' schemas before anything composes
 from codec.codec import Codec, CodecConfig
 from conditioners.conditioner import ConditionerConfig, ConditionProvider
 from data.datasets import SegmentConfig, SegmentDataset, TokenWindowConfig, TokenWindowDataset
@@ -17,6 +18,7 @@ from data.manifest import read_manifest
 from data.token_shards import read_info
 from lit.codec_module import CodecLossConfig
 from lit.lm_module import WEIGHTS_FILE, LMTrainingConfig
+from lm.backends.config import DecodeBackendConfig
 from lm.generator import GenerationConfig
 from lm.lm import LMConfig, LMModel
 from lm.patterns import PatternConfig, PatternProvider, make_pattern
@@ -119,6 +121,11 @@ def resolve_bundled_paths(cfg: DictConfig, directory: Path) -> None:
 def build_generation(node: DictConfig) -> GenerationConfig:
     """From the node holding the sampling keys: cfg.generation in train.py, the root in generate.py."""
     return GenerationConfig(**{field.name: node[field.name] for field in fields(GenerationConfig)})
+
+
+def build_decode_backend(node: DictConfig) -> DecodeBackendConfig:
+    """From the node holding the backend keys: the root in generate.py and eval.adherence."""
+    return DecodeBackendConfig(**{field.name: node[field.name] for field in fields(DecodeBackendConfig)})
 
 
 def build_segment_datasets(cfg: DictConfig) -> tuple[SegmentDataset, SegmentDataset]:

@@ -22,6 +22,7 @@ from codec.codec import Codec
 from conditioners.attributes import ConditioningAttributes, WavCondition
 from conditioners.conditioner import ConditionProvider
 from data.audio import convert_audio
+from lm.backends.config import DecodeBackendConfig, with_backend
 from lm.generator import GenerationConfig, LMGenerator
 from lm.lm import LMModel
 from lm.patterns import PatternProvider
@@ -49,24 +50,27 @@ class StreamChunk(NamedTuple):
 
 class GenerationPipeline:
     def __init__(self, lm: LMModel, pattern: PatternProvider, conditioner: ConditionProvider, codec: Codec,
-                 generation: GenerationConfig):
+                 generation: GenerationConfig, backend: DecodeBackendConfig | None = None):
+        """backend: how the LM's decode steps run (None = the reference path); `lm` itself is never changed."""
         if (codec.num_codebooks, codec.cardinality) != (lm.config.num_codebooks, lm.config.card):
             raise ValueError(f"the codec has {codec.num_codebooks} x {codec.cardinality} codes but the LM predicts "
                              f"{lm.config.num_codebooks} x {lm.config.card}")
         self.lm, self.pattern, self.conditioner, self.codec = lm, pattern, conditioner, codec
-        self.generator = LMGenerator(lm, pattern, generation)
+        self.generator = LMGenerator(with_backend(lm, backend or DecodeBackendConfig()), pattern, generation)
         self.codec_dir: Path | None = None  # set by `load`: where the codec was read from, for the record
         self.export_config: DictConfig | None = None  # set by `load`: the export's resolved config (its data paths)
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", codec_dir: str | Path | None = None,
-             generation: GenerationConfig | None = None) -> "GenerationPipeline":
+             generation: GenerationConfig | None = None, backend: DecodeBackendConfig | None = None
+             ) -> "GenerationPipeline":
         """An LM export (run directory or export/) and its codec (the one it was trained on unless `codec_dir`)."""
         from builders import load_lm_export  # here, not at the top: builders imports lit/, which imports this module
 
         lm, pattern, conditioner, train_cfg = load_lm_export(checkpoint, device)
         codec_dir = Path(codec_dir or train_cfg.codec_dir).resolve()
-        pipeline = cls(lm, pattern, conditioner, Codec.load(codec_dir, device=device), generation or GenerationConfig())
+        pipeline = cls(lm, pattern, conditioner, Codec.load(codec_dir, device=device), generation or GenerationConfig(),
+                       backend)
         pipeline.codec_dir, pipeline.export_config = codec_dir, train_cfg
         return pipeline
 

@@ -1,17 +1,18 @@
 """LM decode speed: codeclm's LMGenerator vs HF transformers' MusicgenForCausalLM.generate, same process and threads.
 
 Both: random weights, hidden 512, 8 layers, 8 heads, FFN 2048, 4 codebooks x 2048, delay pattern, batch 2, top-k 250
-sampling, a 32-step cross-attention memory, with and without CFG (coef 3). Rows: ours fp32 vs HF fp32 (`ratio`, the
-same precision); ours with weights=int8 (lm/quantize.py) vs HF fp32 (`int8_ratio`, what the opt-in buys); HF with
+sampling, a 32-step cross-attention memory, with and without CFG (coef 3). Rows, each against HF fp32: ours fp32
+(`ratio`, the same precision); ours with weights=int8 (lm/backends/quantize.py, `int8_ratio`); ours with
+compile=True (lm/backends/compiled.py), fp32 (`compiled_ratio`), with weights=fp16 (`compiled_fp16_ratio`) and
+with fp16 weights and an int8 KV cache (`compiled_fp16_int8kv_ratio`, lm/backends/int8_cache.py). Also HF with
 torch's quantize_dynamic (the same fbgemm int8 kernels, per-channel weights), so `int8_vs_hf_int8` shows what is
-method and what is precision; ours with compile=True (lm/compiled.py), fp32 (`compiled_ratio`), with
-weights=fp16 (`compiled_fp16_ratio`) and with fp16 weights and an int8 KV cache (`compiled_fp16_int8kv_ratio`,
-lm/int8_cache.py), against HF fp32. Also ours vs recomputing the whole prefix every step (no KV
-cache). Every generation runs `--repeats` times and each step's time is the median over the runs, for ours and HF
-alike, so a pause of the machine in one run does not count. Prints one JSON line last.
+method and what is precision; and ours vs recomputing the whole prefix every step (no KV cache). Growth is a row's
+mean step time over the last tenth of the steps over its mean over steps 10-20%. Every generation runs `--repeats`
+times and each step's time is the median over the runs, for ours and HF alike, so a pause of the machine in one
+run does not count. Prints one JSON line last; docs/decode_speed.md has the results and the targets.
 
-    .venv/bin/python -m bench.lm_decode            # 500 steps (several minutes on 2 cores)
-    .venv/bin/python -m bench.lm_decode --steps 100
+    .venv/bin/python -m bench.lm_decode
+    .venv/bin/python -m bench.lm_decode --steps 100 --repeats 1   # a smoke run: growth over a shorter cache
 """
 import argparse
 import json
@@ -23,13 +24,14 @@ from transformers import LogitsProcessor, MusicgenDecoderConfig, MusicgenForCaus
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from conditioners.tensors import ConditionTensors
+from lm.backends.config import DecodeBackendConfig, with_backend
 from lm.generator import GenerationConfig, LMGenerator
 from lm.lm import LMConfig, LMModel
 from lm.patterns import DelayPattern
 from lm.sampling import sample
 
 BATCH, DIM, LAYERS, HEADS, FFN, CODEBOOKS, CARD, MEMORY, TOP_K, CFG_COEF = 2, 512, 8, 8, 2048, 4, 2048, 32, 250, 3.0
-# compile=True rows: their GenerationConfig options
+# compile=True rows: their DecodeBackendConfig options
 COMPILED_ROWS = {"ours_compiled": {}, "ours_compiled_fp16": {"weights": "fp16"},
                  "ours_compiled_fp16_int8kv": {"weights": "fp16", "int8_kv_cache": True}}
 
@@ -60,10 +62,10 @@ def step_stats(runs: list[torch.Tensor]) -> tuple[float, float]:
     return steps / float(durations.sum()), float(late / early)
 
 
-def our_generator(model: LMModel, cfg_coef: float, **speed_options) -> LMGenerator:
-    """speed_options: GenerationConfig's weights, compile, int8_kv_cache."""
-    config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef, **speed_options)
-    return LMGenerator(model, DelayPattern(CODEBOOKS), config)
+def our_generator(model: LMModel, cfg_coef: float, **backend_options) -> LMGenerator:
+    """backend_options: DecodeBackendConfig's weights, compile, int8_kv_cache."""
+    config = GenerationConfig(temperature=1.0, top_k=TOP_K, top_p=0.0, cfg_coef=cfg_coef)
+    return LMGenerator(with_backend(model, DecodeBackendConfig(**backend_options)), DelayPattern(CODEBOOKS), config)
 
 
 def run_ours(generator: LMGenerator, memory: torch.Tensor, steps: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from codec.vq import DEAD_CODE_MODES, DeadCodeMode, EMACodebook, FactorizedCodebook
+from codec.vq import DEAD_CODE_MODES, EMACodebook, FactorizedCodebook
 
 Lookup = Literal["ema", "factorized"]
 LOOKUPS = ("ema", "factorized")
@@ -29,12 +29,12 @@ class QuantizerConfig:
 
     num_codebooks: int = 32
     codebook_size: int = 1024
-    lookup: Lookup = "ema"
+    lookup: str = "ema"  # Lookup: hydra structured configs take no Literal
     codebook_dim: int = 8
     ema_decay: float = 0.99
     kmeans_iters: int = 50
     dead_code_threshold: float = 2.0
-    dead_code_mode: DeadCodeMode = "count"
+    dead_code_mode: str = "count"  # codec.vq.DeadCodeMode
     dropout: float = 0.0
 
     def __post_init__(self) -> None:

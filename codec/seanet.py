@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from codec.conv import PAD_MODES, PadMode, StreamableConv1d, StreamableConvTranspose1d, unit_norm_init_
+from codec.conv import PAD_MODES, StreamableConv1d, StreamableConvTranspose1d, unit_norm_init_
 from codec.streaming import StreamingModule
 
 Activation = Literal["elu", "snake"]
@@ -40,9 +40,9 @@ class SEANetConfig:
     residual_kernel_size: int = 3
     compress: int = 2
     lstm_layers: int = 2
-    activation: Activation = "elu"
+    activation: str = "elu"  # Activation: hydra structured configs take no Literal
     causal: bool = True
-    pad_mode: PadMode = "reflect"
+    pad_mode: str = "reflect"  # codec.conv.PadMode
     true_skip: bool = False
     final_tanh: bool = False
     unit_norm_init: bool = False

@@ -1,4 +1,4 @@
-"""Stateful streaming shared by the codec's convolutions and LSTM (and by the LM).
+"""Stateful streaming for the codec's convolutions and LSTM (the LM decodes with its own state, lm/lm.py DecodeState).
 
     with model.streaming(batch_size=2):
         for chunk in chunks:               # consecutive pieces of one stream

@@ -30,7 +30,7 @@ import transformers
 from omegaconf import DictConfig
 from torch import Tensor
 
-from builders import build_generation, plain
+from builders import build_decode_backend, build_generation, plain
 from data.audio import AudioReadError, convert_audio, limit_peak, read_audio, write_wav
 from data.captions import CaptionConfig, make_caption
 from data.manifest import read_manifest, read_sidecar
@@ -163,14 +163,15 @@ def markdown_table(rows: dict[str, dict]) -> str:
 def generate_rows(cfg: DictConfig, captions: list[str], pipeline: GenerationPipeline) -> dict[str, Tensor]:
     """Row name -> generated clips [N, samples], mono at cfg.sample_rate: cfg<coef> per cfg_coefs, then uncond.
     Caption i is generated with seed item_seeds(cfg.seed, N)[i] in every row."""
-    generation = build_generation(cfg)
+    generation, backend = build_generation(cfg), build_decode_backend(cfg)
     seeds = item_seeds(cfg.seed, len(captions))
     settings = [(f"cfg{coef:g}", replace(generation, cfg_coef=float(coef)), False) for coef in cfg.cfg_coefs]
     if cfg.unconditional:
         settings.append(("uncond", replace(generation, cfg_coef=1.0), True))
     rows = {}
     for name, config, null in settings:
-        row_pipeline = GenerationPipeline(pipeline.lm, pipeline.pattern, pipeline.conditioner, pipeline.codec, config)
+        row_pipeline = GenerationPipeline(pipeline.lm, pipeline.pattern, pipeline.conditioner, pipeline.codec, config,
+                                          backend)
         clips = []
         for first in range(0, len(captions), cfg.batch_size):
             batch = slice(first, first + cfg.batch_size)

@@ -10,7 +10,7 @@ so the folder can be moved or copied whole.
 """
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping
 
@@ -57,9 +57,9 @@ class LMExport:
             cfg = compose(config_name="config", overrides=["stage=lm", f"conditioner={preset}"])
         if self.melody is not None:
             cfg.conditioner.chroma.melody.merge_with(self.melody)  # still in struct mode: an unknown key fails here
+        cfg.lm.model = self.lm  # typed nodes (config_schema.py): the dataclasses themselves
+        cfg.codec = self.codec
         OmegaConf.set_struct(cfg, False)
-        cfg.lm.model = asdict(self.lm)
-        cfg.codec = asdict(self.codec)
         cfg.codec_dir = CODEC_DIR
         cfg.conditioner.output_dim = self.lm.dim
         cfg.conditioner.text.description.encoder = TEXT_ENCODER_DIR

@@ -36,6 +36,26 @@ def train_t5_tokenizer(vocab_size: int = 96):
                            extra_ids=0)
 
 
+def tiny_text_and_audio_configs(vocab_size: int):
+    """(T5Config, EncodecConfig) of the tiny models: a 2-layer T5 of width 32, a 32 kHz-style non-causal EnCodec
+    with identity shortcuts and 4 codebooks of 64 codes at 50 Hz."""
+    from transformers import EncodecConfig, T5Config
+
+    text = T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    audio = EncodecConfig(sampling_rate=32000, num_filters=4, upsampling_ratios=[8, 5, 4, 4], hidden_size=16,
+                          codebook_size=64, target_bandwidths=[1.2], use_conv_shortcut=False, use_causal_conv=False,
+                          num_lstm_layers=1, pad_mode="reflect")
+    return text, audio
+
+
+def spread_codebooks(audio_encoder: torch.nn.Module) -> None:
+    """Random unit-scale codebooks, marked initialised, so that the codes are not degenerate."""
+    for layer in audio_encoder.quantizer.layers:
+        layer.codebook.embed.normal_()
+        layer.codebook.inited.fill_(1.0)
+
+
 def tiny_hf_musicgen(directory: Path, seed: int = 0, head_scale: float = 8.0) -> None:
     """Save a random MusicgenForConditionalGeneration (4 x 64 codes, width 48, 2 layers) and its tokenizer.
 
@@ -43,15 +63,11 @@ def tiny_hf_musicgen(directory: Path, seed: int = 0, head_scale: float = 8.0) ->
     cross-attention outputs, so that different captions give different tokens; the codebooks are spread out so
     that codes are not degenerate.
     """
-    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
+    from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
 
     torch.manual_seed(seed)
     tokenizer = train_t5_tokenizer()
-    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    audio = EncodecConfig(sampling_rate=32000, num_filters=4, upsampling_ratios=[8, 5, 4, 4], hidden_size=16,
-                          codebook_size=64, target_bandwidths=[1.2], use_conv_shortcut=False, use_causal_conv=False,
-                          num_lstm_layers=1, pad_mode="reflect")
+    text, audio = tiny_text_and_audio_configs(len(tokenizer))
     decoder = MusicgenDecoderConfig(vocab_size=64, num_codebooks=4, hidden_size=48, num_hidden_layers=2,
                                     num_attention_heads=4, ffn_dim=96, pad_token_id=64, bos_token_id=64,
                                     decoder_start_token_id=64)
@@ -61,9 +77,7 @@ def tiny_hf_musicgen(directory: Path, seed: int = 0, head_scale: float = 8.0) ->
             head.weight.mul_(head_scale)
         for layer in model.decoder.model.decoder.layers:  # so that the text visibly steers the tokens
             layer.encoder_attn.out_proj.weight.mul_(head_scale)
-        for layer in model.audio_encoder.quantizer.layers:
-            layer.codebook.embed.normal_()
-            layer.codebook.inited.fill_(1.0)
+        spread_codebooks(model.audio_encoder)
     model.generation_config.decoder_start_token_id = 64
     model.generation_config.pad_token_id = 64
     model.save_pretrained(directory)
@@ -82,17 +96,12 @@ def tiny_hf_musicgen_melody(directory: Path, seed: int = 0, head_scale: float = 
     released 235 frames, which would drown the caption's few positions in the near-uniform attention of a random
     model.
     """
-    from transformers import (EncodecConfig, MusicgenMelodyConfig, MusicgenMelodyDecoderConfig,
-                              MusicgenMelodyFeatureExtractor, MusicgenMelodyForConditionalGeneration,
-                              MusicgenMelodyProcessor, T5Config)
+    from transformers import (MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, MusicgenMelodyFeatureExtractor,
+                              MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor)
 
     torch.manual_seed(seed)
     tokenizer = train_t5_tokenizer()
-    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    audio = EncodecConfig(sampling_rate=32000, num_filters=4, upsampling_ratios=[8, 5, 4, 4], hidden_size=16,
-                          codebook_size=64, target_bandwidths=[1.2], use_conv_shortcut=False, use_causal_conv=False,
-                          num_lstm_layers=1, pad_mode="reflect")
+    text, audio = tiny_text_and_audio_configs(len(tokenizer))
     decoder = MusicgenMelodyDecoderConfig(vocab_size=64, num_codebooks=4, hidden_size=48, num_hidden_layers=2,
                                           num_attention_heads=4, ffn_dim=96, pad_token_id=64, bos_token_id=64,
                                           decoder_start_token_id=64)
@@ -105,9 +114,7 @@ def tiny_hf_musicgen_melody(directory: Path, seed: int = 0, head_scale: float = 
         model.enc_to_dec_proj.weight.mul_(head_scale)
         for layer in model.decoder.model.decoder.layers:  # the conditions reach the tokens through self-attention only
             layer.self_attn.out_proj.weight.mul_(head_scale)
-        for layer in model.audio_encoder.quantizer.layers:
-            layer.codebook.embed.normal_()
-            layer.codebook.inited.fill_(1.0)
+        spread_codebooks(model.audio_encoder)
     model.generation_config.decoder_start_token_id = 64
     model.generation_config.pad_token_id = 64
     model.save_pretrained(directory)

@@ -13,6 +13,7 @@ Notation used for tensor shapes throughout `lm/`:
     card  codebook size (tokens per codebook; the special token is `card`)
 
 Files, in data-flow order: patterns.py (codes [B, K, T] <-> sequence [B, K, S]), kv_cache.py, attention.py,
-transformer.py, lm.py (LMConfig, LMModel), sampling.py, generator.py (the decode loop, CFG, long-form windows);
-quantize.py (int8 decoding) and compiled.py (torch.compile decoding) make the generator's faster copies of a model.
+transformer.py, lm.py (LMConfig, LMModel), sampling.py, generator.py (the decode loop, CFG, long-form windows).
+They are the reference path: eager, SDPA, a plain KV cache. backends/ makes faster copies of a model for decoding
+(int8 or fp16 weights, torch.compile, an int8 KV cache), swapping modules on the copy from outside.
 """

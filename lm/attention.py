@@ -1,8 +1,7 @@
 """Causal self-attention (fused qkv, optional rotary positions, KV cache) and cross-attention to a condition memory
-with a key-padding mask. Both use `scaled_dot_product_attention`, except one-step attention over an fp16 cache
-(`one_query_attention`) or an int8 cache (lm/int8_cache.py); projections have no bias, as MusicGen's.
+with a key-padding mask, both with `scaled_dot_product_attention`; projections have no bias, as MusicGen's.
+With a cache, self-attention writes the new keys and values to it and the cache attends (lm/kv_cache.py).
 """
-import math
 from dataclasses import dataclass
 
 import torch
@@ -10,21 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm.kv_cache import KVCache
-
-
-def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention of one query step over L keys, computed in q's dtype from keys and values of any float dtype.
-    q [B, H, 1, D / H], k, v [B, H, L, D / H], mask [B, 1, 1, L] (True = visible) or None -> [B, H, 1, D / H].
-
-    Written as multiply-and-sum reductions, which Inductor fuses into one kernel: over an fp16 cache it converts
-    as it reads (SDPA's CPU kernels run 3-7x slower on fp16 than on fp32 on AVX2), and over a short condition
-    memory it skips SDPA's per-call cost (docs/decode_speed.md).
-    """
-    scores = (q * k.to(q.dtype)).sum(dim=-1, keepdim=True) / math.sqrt(q.shape[-1])  # [B, H, L, 1]
-    if mask is not None:
-        scores = scores.masked_fill(~mask.transpose(-1, -2), -math.inf)
-    return (scores.softmax(dim=-2) * v.to(q.dtype)).sum(dim=-2, keepdim=True)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -40,9 +24,13 @@ class SelfAttention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim must be divisible by num_heads={num_heads}, got {dim}")
-        self.num_heads = num_heads
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
+
+    def make_cache(self, batch_size: int, capacity: int, dtype: torch.dtype, device: torch.device) -> KVCache:
+        """The cache this layer decodes with, [B, H, capacity, D / H]."""
+        return KVCache.allocate(batch_size, self.num_heads, self.head_dim, capacity, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, past: int = 0,
                 rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -50,28 +38,14 @@ class SelfAttention(nn.Module):
         rotary: (cos, sin) [N, D / H] for the N new positions."""
         B, N, D = x.shape
         # [B, N, 3 D] -> three [B, H, N, D / H]; view + permute rather than einops: this runs every decode step.
-        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if rotary is not None:
             q, k = rotate(q, *rotary), rotate(k, *rotary)
-        if cache is not None:
-            cache.write(k, v, start=past)
-        if N == 1 and cache is not None and cache.quantized:  # int8 cache: its kernel reads it as int8
-            out = torch.ops.codeclm.int8_decode_attention(q, cache.keys, cache.key_scales, cache.values,
-                                                          cache.value_scales, past + 1)
-            return self.out(out.transpose(1, 2).reshape(B, N, D))
-        if cache is not None:
-            k, v = cache.prefix(past + N)  # [B, H, past + N, D / H]
-        if N > 1:
-            k, v = k.to(q.dtype), v.to(q.dtype)  # an fp16 cache (lm/compiled.py) is prefilled eagerly, in fp32
-        if N == 1 and k.dtype != q.dtype:  # one step over an fp16 cache of an fp32 model
-            out = one_query_attention(q, k, v)
-        elif N == 1:
-            out = F.scaled_dot_product_attention(q, k, v)  # one new step sees the whole prefix: no mask needed
-        elif past == 0:
+        if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            visible = torch.ones(N, past + N, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+            cache.write(k, v, start=past)
+            out = cache.attend(q, past)
         return self.out(out.transpose(1, 2).reshape(B, N, D))
 
 
@@ -81,8 +55,8 @@ class CrossMemory:
 
     keys, values: [B, H, L, D / H]
     mask:         [B, 1, 1, L] bool, True where a key may be attended
-    all_visible:  every key may be attended by every row, so attention runs without the mask (about 2x faster
-                  per decode step on CPU)
+    all_visible:  every key may be attended by every row, so attention runs without the mask, which is faster
+                  (docs/decode_speed.md)
     """
 
     keys: torch.Tensor
@@ -119,9 +93,6 @@ class CrossAttention(nn.Module):
         """x [B, N, D] -> [B, N, D]."""
         B, N, D = x.shape
         q = self.query(x).view(B, N, self.num_heads, D // self.num_heads).transpose(1, 2)  # [B, H, N, D / H]
-        mask = None if memory.all_visible else memory.mask
-        if N == 1 and torch.compiler.is_compiling():  # a compiled decode step (lm/compiled.py)
-            out = one_query_attention(q, memory.keys, memory.values, mask)
-        else:
-            out = F.scaled_dot_product_attention(q, memory.keys, memory.values, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, memory.keys, memory.values,
+                                             attn_mask=None if memory.all_visible else memory.mask)
         return self.out(out.transpose(1, 2).reshape(B, N, D))

@@ -10,25 +10,25 @@ import bisect
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 
 from conditioners.tensors import ConditionTensors
-from lm.compiled import compile_decoding
 from lm.lm import DecodeState, LMModel
 from lm.patterns import Pattern, PatternProvider
-from lm.quantize import quantize_int8
 from lm.sampling import Generators, check_sampling, guide, sample
 
 UNKNOWN = -1  # a sequence place not generated yet
-Weights = Literal["fp32", "int8", "fp16"]
-WEIGHTS = get_args(Weights)
+# How guidance runs: "off" (one branch), "doubled" (conditional and unconditional rows in one batch of 2B),
+# "two_step" (one forward per branch).
+Guidance = Literal["off", "doubled", "two_step"]
 
 
 @dataclass
 class GenerationConfig:
-    """Sampling and guidance; the defaults are MusicGen's (configs/generation/default.yaml)."""
+    """Sampling and guidance; the defaults are MusicGen's (configs/generation/default.yaml). How the decode steps
+    run (int8 or fp16 weights, torch.compile, an int8 KV cache) is lm/backends/config.py's DecodeBackendConfig."""
 
     temperature: float = 1.0  # 0 = greedy
     top_k: int = 250  # 0 = off
@@ -37,24 +37,10 @@ class GenerationConfig:
     two_step_cfg: bool = False  # conditional and null branches as two forwards instead of one doubled batch
     context_frames: int | None = None  # longest window the model runs on; None = one window of any length
     extend_stride_frames: int | None = None  # frames each further window advances; required with context_frames
-    # "int8": generate with an int8 copy of the model's Linears (CPU, eager; lm/quantize.py);
-    # "fp16": the compiled copy stores its Linears in fp16 (CPU, compile=True only; lm/compiled.py)
-    weights: Weights = "fp32"
-    compile: bool = False  # decode steps run a torch.compile graph of a copy of the model (CPU; lm/compiled.py)
-    int8_kv_cache: bool = False  # the compiled copy's KV cache in int8, a scale per vector (lm/int8_cache.py)
 
     def __post_init__(self) -> None:
         if self.cfg_coef < 0:
             raise ValueError(f"cfg_coef must be >= 0, got {self.cfg_coef}")
-        if self.weights not in WEIGHTS:
-            raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
-        if self.compile and self.weights == "int8":
-            raise ValueError("compile=True compiles fp32 or fp16 weights (fbgemm's int8 kernels do not trace), got "
-                             "weights='int8'")
-        if self.weights == "fp16" and not self.compile:
-            raise ValueError("weights='fp16' needs compile=True: only the compiled graph has a fast fp16 matmul on CPU")
-        if self.int8_kv_cache and not self.compile:
-            raise ValueError("int8_kv_cache=True needs compile=True: the int8 cache is the compiled copy's")
         check_sampling(self.temperature, self.top_k, self.top_p)
         if self.context_frames is not None:
             if self.context_frames < 2:
@@ -68,17 +54,15 @@ class GenerationConfig:
 
 
 class LMGenerator:
+    """The decode loop around a model: the reference `LMModel`, or a backend's copy of it
+    (`lm.backends.config.with_backend`)."""
+
     def __init__(self, model: LMModel, pattern: PatternProvider, config: GenerationConfig):
         if pattern.num_codebooks != model.config.num_codebooks:
             raise ValueError(f"pattern num_codebooks must equal the model's {model.config.num_codebooks}, "
                              f"got {pattern.num_codebooks}")
         if config.top_k > model.config.card:
             raise ValueError(f"top_k must be in [0, card={model.config.card}], got {config.top_k}")
-        if config.weights == "int8":
-            model = quantize_int8(model)  # a copy: the caller's model keeps its fp32 weights
-        if config.compile:
-            # a copy, weights frozen into the graph
-            model = compile_decoding(model, weights=config.weights, int8_kv_cache=config.int8_kv_cache)
         self.model, self.pattern, self.config = model, pattern, config
 
     def windows(self, num_frames: int) -> list[tuple[int, int]]:
@@ -167,8 +151,9 @@ class LMGenerator:
         final_after = list(itertools.accumulate(pattern.step_index.amax(dim=0).tolist(), max))  # [T]
         final = max(prompt_frames, bisect.bisect_right(final_after, prompt_steps - 1))
         yield final
-        states = self._start(B, pattern.num_steps, conditions, negative)
-        logits = self._next_logits(sequence[:, :, :prompt_steps], states)  # [B, K, card]
+        guidance = self._guidance(conditions)
+        states = self._start(guidance, B, pattern.num_steps, conditions, negative)
+        logits = self._next_logits(sequence[:, :, :prompt_steps], guidance, states)  # [B, K, card]
         for step in range(prompt_steps, pattern.num_steps):
             tokens = sample(logits, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
                             generator=generator)  # [B, K]
@@ -183,33 +168,36 @@ class LMGenerator:
                 final = now_final
                 yield final
             if step + 1 < pattern.num_steps:
-                logits = self._next_logits(sequence[:, :, step:step + 1], states)
+                logits = self._next_logits(sequence[:, :, step:step + 1], guidance, states)
 
-    def _guided(self, conditions: ConditionTensors | None) -> bool:
-        return conditions is not None and self.config.cfg_coef != 1
+    def _guidance(self, conditions: ConditionTensors | None) -> Guidance:
+        if conditions is None or self.config.cfg_coef == 1:
+            return "off"
+        return "two_step" if self.config.two_step_cfg else "doubled"
 
-    def _start(self, batch_size: int, capacity: int, conditions: ConditionTensors | None,
+    def _start(self, guidance: Guidance, batch_size: int, capacity: int, conditions: ConditionTensors | None,
                negative: ConditionTensors | None) -> list[DecodeState]:
-        """One state, or (conditional, unconditional) states for two-step CFG; unconditional = the negative
+        """The decode states `guidance` runs on: one state; one state of the conditional then the unconditional
+        rows ("doubled"); or (conditional, unconditional) states ("two_step"). Unconditional = the negative
         conditions when given, else the null condition."""
-        if not self._guided(conditions):
+        if guidance == "off":
             return [self.model.start_decoding(batch_size, capacity, conditions)]
         unconditional = conditions.null() if negative is None else negative
-        if self.config.two_step_cfg:
+        if guidance == "two_step":
             return [self.model.start_decoding(batch_size, capacity, conditions),
                     self.model.start_decoding(batch_size, capacity, unconditional)]
         return [self.model.start_decoding(2 * batch_size, capacity, conditions.cat(unconditional))]
 
-    def _next_logits(self, steps: torch.Tensor, states: list[DecodeState]) -> torch.Tensor:
+    def _next_logits(self, steps: torch.Tensor, guidance: Guidance, states: list[DecodeState]) -> torch.Tensor:
         """steps [B, K, N] -> the (guided) logits [B, K, card] predicting the step after the last one."""
-        if len(states) == 2:
+        if guidance == "off":
+            return self.model.decode(steps, states[0])[:, :, -1]
+        if guidance == "two_step":
             cond, uncond = (self.model.decode(steps, state)[:, :, -1] for state in states)
-            return guide(cond, uncond, self.config.cfg_coef)
-        if states[0].caches[0].keys.shape[0] == 2 * steps.shape[0]:  # conditional and null halves of one batch
+        else:
             both = self.model.decode(torch.cat([steps, steps]), states[0])[:, :, -1]  # [2B, K, card]
             cond, uncond = both.chunk(2)
-            return guide(cond, uncond, self.config.cfg_coef)
-        return self.model.decode(steps, states[0])[:, :, -1]
+        return guide(cond, uncond, self.config.cfg_coef)
 
 
 def _condition_batch(conditions: ConditionTensors) -> int | None:

@@ -72,8 +72,6 @@ class LMModel(nn.Module):
                                        positional=config.positional, max_period=config.max_period)
         # K heads of [card, D] as one matrix: one matmul per step instead of K.
         self.heads = nn.Linear(D, K * card, bias=False)
-        self.compiled_step = None  # set by lm/compiled.py: a compiled `step` for one-step decode calls
-        self.cache_dtype: torch.dtype | None = None  # the KV cache's dtype; None = the parameters' (lm/compiled.py)
 
     @property
     def special_token(self) -> int:
@@ -117,8 +115,8 @@ class LMModel(nn.Module):
         prepend = None if conditions is None else conditions.prepend
         prepended = 0 if prepend is None else prepend.shape[1]
         state = DecodeState(
-            caches=self.transformer.make_caches(batch_size, capacity + prepended,
-                                                dtype=self.cache_dtype or parameter.dtype, device=parameter.device),
+            caches=self.transformer.make_caches(batch_size, capacity + prepended, dtype=parameter.dtype,
+                                                device=parameter.device),
             positions=self.transformer.positions(capacity + prepended, dtype=parameter.dtype, device=parameter.device),
             memories=self._memories(conditions),
             add=None if conditions is None else conditions.add,
@@ -130,8 +128,7 @@ class LMModel(nn.Module):
         return state
 
     def decode(self, sequence: torch.Tensor, state: DecodeState) -> torch.Tensor:
-        """sequence [B, K, N] (the next N steps) -> logits [B, K, N, card], appending the steps to the caches.
-        One-step calls run `compiled_step` where lm/compiled.py has set it."""
+        """sequence [B, K, N] (the next N steps) -> logits [B, K, N, card], appending the steps to the caches."""
         N = sequence.shape[2]
         past, capacity = state.length, state.caches[0].capacity
         if past + N > capacity:
@@ -139,14 +136,14 @@ class LMModel(nn.Module):
         add = state.add
         if add is not None and add.shape[1] > 1:
             add = add[:, state.steps:state.steps + N]
-        step = self.compiled_step if N == 1 and self.compiled_step is not None else self.step
-        logits = step(sequence, add, past, state.positions, state.memories, state.caches)
+        logits = self.step(sequence, add, past, state.positions, state.memories, state.caches)
         state.steps += N
         return logits
 
     def step(self, sequence: torch.Tensor, add: torch.Tensor | None, past: int, positions: Positions,
              memories: list[CrossMemory] | None, caches: list[KVCache]) -> torch.Tensor:
-        """The body of `decode` as a function of tensors and ints, which torch.compile can capture (lm/compiled.py).
+        """The body of `decode` as a function of tensors and ints, which torch.compile can capture
+        (lm/backends/compiled.py).
         sequence [B, K, N], add [B, N or 1, D] -> logits [B, K, N, card]; writes the caches at past .. past + N - 1."""
         x = self.embed(sequence)  # [B, N, D]
         if add is not None:

@@ -88,9 +88,9 @@ class Transformer(nn.Module):
         return [layer.cross_attention.project(memory, memory_mask) for layer in self.layers]
 
     def make_caches(self, batch_size: int, capacity: int, dtype: torch.dtype, device: torch.device) -> list[KVCache]:
-        head_dim = self.dim // self.num_heads
-        return [KVCache.allocate(batch_size, self.num_heads, head_dim, capacity, dtype=dtype, device=device)
-                for _ in self.layers]
+        """One cache per layer, each allocated by the layer's self-attention (the cache it attends with)."""
+        return [layer.self_attention.make_cache(batch_size, capacity, dtype=dtype, device=device)
+                for layer in self.layers]
 
     def positions(self, count: int, dtype: torch.dtype, device: torch.device) -> Positions:
         """The encodings of positions 0 .. count - 1."""

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+import config_schema  # noqa: F401  the config groups' schemas, for the tests that compose configs directly
+
 
 @pytest.fixture(autouse=True)
 def _one_thread_and_seed():

@@ -3,11 +3,12 @@ import torch
 from torch._dynamo.utils import counters
 
 from conditioners.tensors import ConditionTensors
-from lm.compiled import compile_decoding
+from lm.backends.compiled import compile_decoding, is_compiled
+from lm.backends.config import DecodeBackendConfig, with_backend
+from lm.backends.quantize import quantize_int8
 from lm.generator import GenerationConfig, LMGenerator
 from lm.lm import LMConfig, LMModel
 from lm.patterns import DelayPattern
-from lm.quantize import quantize_int8
 
 K, CARD, DIM, STEPS = 4, 64, 64, 12
 
@@ -43,7 +44,7 @@ def test_compiled_decoding_equals_eager_and_compiles_once_per_shape(positional):
     # One graph for the first one-step call's cache length, one with the length symbolic, one for the last step
     # (where the filled prefix is the whole buffer, a contiguous tensor); none per step.
     assert graphs == 3 and counters["stats"]["unique_graphs"] == graphs
-    assert model.compiled_step is None, "the caller's model is not compiled"
+    assert not is_compiled(model), "the caller's model is not compiled"
 
 
 def test_compiled_fp16_weights_stay_within_fp16_rounding_of_fp32():
@@ -67,9 +68,9 @@ def test_compile_is_refused_for_non_fp32_and_with_int8_weights():
     with pytest.raises(ValueError, match="fp32"):
         compile_decoding(model.to(torch.bfloat16))
     with pytest.raises(ValueError, match="compile"):
-        GenerationConfig(weights="int8", compile=True)
+        DecodeBackendConfig(weights="int8", compile=True)
     with pytest.raises(ValueError, match="compile=True"):
-        GenerationConfig(weights="fp16")
+        DecodeBackendConfig(weights="fp16")
     with pytest.raises(ValueError, match="weights"):
         compile_decoding(model, weights="int8")
     with pytest.raises(ValueError, match="compile_decoding"):
@@ -112,8 +113,8 @@ def test_compiled_generation_samples_the_same_tokens_as_eager():
     torch._dynamo.reset()
     counters.clear()
     for compile in (False, True):
-        config = GenerationConfig(top_k=8, cfg_coef=3.0, context_frames=10, extend_stride_frames=6, compile=compile)
-        generator = LMGenerator(model, DelayPattern(K), config)
+        config = GenerationConfig(top_k=8, cfg_coef=3.0, context_frames=10, extend_stride_frames=6)
+        generator = LMGenerator(with_backend(model, DecodeBackendConfig(compile=compile)), DelayPattern(K), config)
         codes[compile] = generator.generate(20, conditions=conditions, prompt=prompt,
                                             generator=torch.Generator().manual_seed(0))
     assert torch.equal(codes[True], codes[False])

@@ -3,10 +3,9 @@ import torch
 from torch._dynamo.utils import counters
 
 from conditioners.tensors import ConditionTensors
-from lm import int8_cache
-from lm.attention import one_query_attention
-from lm.compiled import compile_decoding
-from lm.generator import GenerationConfig
+from lm.backends import int8_cache
+from lm.backends.compiled import compile_decoding, one_query_attention
+from lm.backends.config import DecodeBackendConfig
 from lm.lm import LMConfig, LMModel
 from lm.patterns import DelayPattern
 from tests.lm.test_lm_compiled import CARD, DIM, K, decode_all
@@ -40,6 +39,22 @@ def test_int8_kernel_refuses_an_unsupported_head_dim_and_length():
         torch.ops.codeclm.int8_decode_attention(torch.randn(1, 1, 1, 16), keys, scales, keys, scales, 5)
 
 
+def test_int8_kv_cache_returns_filled_prefix_within_int8_rounding():
+    cache = int8_cache.Int8KVCache.allocate(batch_size=1, num_heads=2, head_dim=4, capacity=5, dtype=torch.float32,
+                                            device=torch.device("cpu"))
+    first = torch.randn(1, 2, 3, 4)
+    cache.write(first, first, start=0)
+    second = torch.randn(1, 2, 1, 4)
+    cache.write(second, -second, start=3)
+    keys, values = cache.prefix(4)
+    expected = torch.cat([first, second], dim=2), torch.cat([first, -second], dim=2)
+    for got, want in zip((keys, values), expected):
+        assert got.shape == want.shape
+        # each element within half an int8 step (its vector's absmax / 127) of the written value
+        step = want.abs().amax(dim=-1, keepdim=True) / 127
+        assert ((got - want).abs() <= step / 2 * 1.001).all() and not torch.equal(got, want)
+
+
 def test_compiled_int8_kv_cache_stays_within_int8_rounding_of_fp32():
     torch.manual_seed(0)
     model = LMModel(LMConfig(num_codebooks=K, card=CARD, dim=DIM, num_heads=4, num_layers=2, ffn_dim=128)).eval()
@@ -58,4 +73,4 @@ def test_compiled_int8_kv_cache_stays_within_int8_rounding_of_fp32():
 
 def test_int8_kv_cache_is_refused_without_compile():
     with pytest.raises(ValueError, match="int8_kv_cache=True needs compile=True"):
-        GenerationConfig(int8_kv_cache=True)
+        DecodeBackendConfig(int8_kv_cache=True)

@@ -109,9 +109,8 @@ def test_cross_condition_refused_without_cross_attention():
         model(torch.zeros(1, K, 3, dtype=torch.long), conditions(1, lengths=[2]))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.int8])
-def test_kv_cache_returns_filled_prefix(dtype):
-    cache = KVCache.allocate(batch_size=1, num_heads=2, head_dim=4, capacity=5, dtype=dtype,
+def test_kv_cache_returns_filled_prefix():
+    cache = KVCache.allocate(batch_size=1, num_heads=2, head_dim=4, capacity=5, dtype=torch.float32,
                              device=torch.device("cpu"))
     first = torch.randn(1, 2, 3, 4)
     cache.write(first, first, start=0)
@@ -121,11 +120,7 @@ def test_kv_cache_returns_filled_prefix(dtype):
     expected = torch.cat([first, second], dim=2), torch.cat([first, -second], dim=2)
     for got, want in zip((keys, values), expected):
         assert got.shape == want.shape
-        if dtype == torch.float32:
-            assert torch.equal(got, want)
-        else:  # each element within half an int8 step (its vector's absmax / 127) of the written value
-            step = want.abs().amax(dim=-1, keepdim=True) / 127
-            assert ((got - want).abs() <= step / 2 * 1.001).all() and not torch.equal(got, want)
+        assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("preset", ["musicgen_small", "musicgen_medium", "musicgen_large"])

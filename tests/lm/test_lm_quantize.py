@@ -3,10 +3,11 @@ import torch
 from torch import nn
 
 from conditioners.tensors import ConditionTensors
+from lm.backends.config import DecodeBackendConfig, with_backend
+from lm.backends.quantize import Int8Linear, quantize_int8
 from lm.generator import GenerationConfig, LMGenerator
 from lm.lm import LMConfig, LMModel
 from lm.patterns import DelayPattern
-from lm.quantize import Int8Linear, quantize_int8
 
 K, CARD, DIM, STEPS = 4, 64, 64, 16
 # Measured on seeds 0-4: int8 vs fp32 max |error| 0.035-0.041 for a logit std of 0.57 (7 % of it), top-1 agreement
@@ -69,7 +70,8 @@ def test_int8_cached_decoding_matches_the_full_forward(model, condition):
 
 def test_int8_generation_is_opt_in_and_leaves_the_callers_model_fp32(model, condition):
     fp32 = LMGenerator(model, DelayPattern(K), GenerationConfig(top_k=8))
-    int8 = LMGenerator(model, DelayPattern(K), GenerationConfig(top_k=8, weights="int8"))
+    int8 = LMGenerator(with_backend(model, DecodeBackendConfig(weights="int8")), DelayPattern(K),
+                       GenerationConfig(top_k=8))
     assert fp32.model is model and isinstance(model.heads, nn.Linear)
     assert isinstance(int8.model.heads, Int8Linear)
     codes = int8.generate(10, conditions=condition, generator=torch.Generator().manual_seed(0))
@@ -87,6 +89,6 @@ def test_int8_is_refused_where_its_kernels_do_not_run(model):
     try:
         torch.backends.quantized.engine = "qnnpack"
         with pytest.raises(ValueError, match="quantized.engine.*'qnnpack'"):
-            LMGenerator(model, DelayPattern(K), GenerationConfig(top_k=8, weights="int8"))
+            with_backend(model, DecodeBackendConfig(weights="int8"))
     finally:
         torch.backends.quantized.engine = engine

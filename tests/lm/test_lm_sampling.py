@@ -69,7 +69,6 @@ def test_temperature_zero_is_greedy():
     ({"context_frames": 10}, "extend_stride_frames"),
     ({"extend_stride_frames": 5}, "extend_stride_frames"),
     ({"context_frames": 1, "extend_stride_frames": 1}, "context_frames"),
-    ({"weights": "int4"}, "weights"),
 ])
 def test_invalid_generation_config_is_refused_by_name(options, name):
     with pytest.raises(ValueError, match=name):

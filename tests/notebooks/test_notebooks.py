@@ -1,10 +1,10 @@
-"""Runs each notebook top to bottom in a kernel of this interpreter and checks the numbers it reports.
+"""Runs each notebook (notebooks/<name>.py, a jupytext percent script) top to bottom in a kernel of this
+interpreter and checks the numbers it reports.
 
 Every notebook ends by writing its results to $CODECLM_NOTEBOOK_RESULTS/<name>.json; the assertions below are
 about what the notebook shows (mel distance per codebook count, layout sizes, guidance sharpening), not only that
-it ran. The committed .ipynb files must also be exactly what notebooks/build_notebooks.py writes, outputs cleared.
+it ran. The executed copies in docs/notebooks/ (`make notebooks`) must hold the cells of the current sources.
 """
-import importlib.util
 import json
 import math
 import sys
@@ -12,30 +12,31 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-CELL_TIMEOUT_S = 90
+from notebooks.execute import EXECUTED, NAMES, execute, read
+
+MAX_EXECUTED_BYTES = 2_000_000  # figures as PNG: a few hundred kB a notebook
 
 
 def run_notebook(name: str, results: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setenv("CODECLM_NOTEBOOK_RESULTS", str(results))
-    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    NotebookClient(notebook, kernel_name="python3", timeout=CELL_TIMEOUT_S,
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    execute(name)
     summary = json.loads((results / f"{name}.json").read_text())
     assert summary["python_prefix"] == sys.prefix, "the notebook ran in another Python than the tests"
     return summary
 
 
-def test_notebooks_match_their_generator():
-    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOKS / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name, cells in module.NOTEBOOKS.items():
-        committed = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-        assert [cell.source for cell in committed.cells] == [cell.source for cell in cells], name
-        assert all(not cell.get("outputs") for cell in committed.cells), f"{name}.ipynb has outputs"
+@pytest.mark.parametrize("name", NAMES)
+def test_executed_copy_is_current(name):
+    """Cheap: the cells' sources, not their outputs; `make notebooks` rewrites the copy after a change."""
+    path = EXECUTED / f"{name}.ipynb"
+    assert path.is_file(), f"{path} is missing: run `make notebooks`"
+    executed = nbformat.read(path, as_version=4)
+    source = read(name)
+    assert [(cell.cell_type, cell.source) for cell in executed.cells] == \
+        [(cell.cell_type, cell.source) for cell in source.cells], f"{path} is stale: run `make notebooks`"
+    assert all(cell.execution_count for cell in executed.cells if cell.cell_type == "code"), f"{path} was not run"
+    assert path.stat().st_size < MAX_EXECUTED_BYTES, f"{path}: {path.stat().st_size:,} bytes"
 
 
 def test_codec_internals(tmp_path, monkeypatch):

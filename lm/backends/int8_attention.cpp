@@ -1,4 +1,4 @@
-// One-query attention over an int8 KV cache, for x86 CPUs with AVX2 and FMA (lm/int8_cache.py builds and loads it).
+// One-query attention over an int8 KV cache, for x86 CPUs with AVX2 and FMA (int8_cache.py beside it builds and loads it).
 //
 // query [B, H, 1, Dh] fp32; keys, values [B, H, C, Dh] int8 with one scale per position, key_scales, value_scales
 // [B, H, C] fp32 (a cached vector is scale * int8 vector); the first `length` positions are attended.

@@ -1,4 +1,5 @@
-"""Int8 inference on CPU: every Linear of the LM becomes a dynamically quantized int8 matmul (fbgemm kernels).
+"""Int8 weights (`weights="int8"`), eager, on CPU: every Linear of the LM becomes a dynamically quantized int8 matmul
+(fbgemm kernels).
 
 A decode step at a small batch reads every weight once and does little arithmetic with it, so on CPU it is bound by
 memory traffic: int8 weights are a quarter of the fp32 bytes read per step. Weights are quantized once, symmetric
@@ -7,15 +8,17 @@ cache stay fp32. Use it for generation only: the copy has no gradients, and its 
 quantization noise (tests/lm/test_lm_quantize.py bounds it).
 """
 import copy
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from lm.backends.compiled import is_compiled
+from lm.backends.modules import replace_linears
 from lm.lm import LMModel
 
 ENGINES = ("x86", "fbgemm")  # the quantized engines with per-channel int8 dynamic linear kernels for x86 CPUs
-# The overload itself: calling it skips the op packet's per-call Python dispatch checks (~10 us, 50 calls a step).
+# The overload itself: calling it skips the op packet's per-call Python dispatch checks, paid by every Linear of
+# every step.
 LINEAR_DYNAMIC = torch.ops.quantized.linear_dynamic.default
 
 
@@ -54,7 +57,7 @@ def quantize_int8(model: LMModel) -> LMModel:
                          f"use weights=fp32 on {weight.device.type}")
     if weight.dtype != torch.float32:
         raise ValueError(f"weights=int8 quantizes an fp32 model, got {weight.dtype}")
-    if model.compiled_step is not None:
+    if is_compiled(model):
         raise ValueError("weights=int8 quantizes an fp32 model, got a compile_decoding copy (its compiled step would "
                          "keep the fp32 weights); quantize the original model")
     engine = torch.backends.quantized.engine
@@ -65,10 +68,3 @@ def quantize_int8(model: LMModel) -> LMModel:
     replace_linears(quantized, Int8Linear)
     return quantized
 
-
-def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
-    """Replace, in place, every nn.Linear inside `module` by `make(linear)`."""
-    for parent in list(module.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
-                setattr(parent, name, make(child))
