@@ -165,6 +165,11 @@ class GenerationPipeline:
             if continuation_frames > num_frames:
                 raise ValueError(f"continuation is {continuation[0].shape[-1] / continuation[1]:.2f} s, longer than "
                                  f"duration {num_frames / self.codec.frame_rate:.2f} s")
+            context = self.generator.config.context_frames
+            if context is not None and continuation_frames > context:
+                raise ValueError(f"continuation is {continuation[0].shape[-1] / continuation[1]:.2f} s, longer than "
+                                 f"the model's window (context_frames={context}: "
+                                 f"{context / self.codec.frame_rate:.2f} s), which must hold it")
 
     def check_streams(self) -> None:
         """Refuse streaming with a codec that cannot decode chunk by chunk exactly."""

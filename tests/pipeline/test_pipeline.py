@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from builders import build_codec, build_conditioner, build_lm, build_lm_training, build_pattern
 from conditioners.attributes import WavCondition
-from data.audio import write_wav
+from data.audio import limit_peak, write_wav
 from lit.lm_module import BatchConditioner, LMLightningModule
 from lm.generator import GenerationConfig
 from pipeline import GenerationPipeline, item_seeds
@@ -85,6 +85,9 @@ def test_bad_arguments_are_refused_naming_them(export, tmp_path):
         pipeline.generate(CAPTIONS[:1], duration=0.4, continuation=(torch.zeros(1, 24000), 24000))
     with pytest.raises(ValueError, match="duration must be > 0"):
         pipeline.generate(CAPTIONS[:1], duration=0)
+    windowed = load(export, context_frames=30, extend_stride_frames=20)  # 0.4 s windows
+    with pytest.raises(ValueError, match=r"continuation is 1.00 s, longer than the model's window \(context_frames=30"):
+        windowed.generate(CAPTIONS[:1], duration=2.0, continuation=(torch.zeros(1, 24000), 24000))
 
 
 def run_generate(export: Path, out_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -163,3 +166,37 @@ def test_generate_py_stream_writes_what_the_offline_mode_writes(export, tmp_path
         assert np.array_equal(np.load(tmp_path / "false" / f"{name}.npy"), np.load(tmp_path / "true" / f"{name}.npy"))
         offline, streamed = (soundfile.read(tmp_path / mode / f"{name}.wav")[0] for mode in ("false", "true"))
         assert np.abs(offline - streamed).max() <= 1 / 32768  # one 16-bit step at most
+
+
+def test_adherence_and_the_validation_samples_generate_what_the_pipeline_generates(export):
+    """Both callers are wiring around GenerationPipeline.generate: same captions and seeds, same audio."""
+    from types import SimpleNamespace
+
+    from eval.adherence import generate_rows
+    from lit.callbacks import ValidationSamples
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="adherence", overrides=[f"checkpoint={export}", "duration=0.3", "seed=7",
+                                                           "cfg_coefs=[3]", "unconditional=false", "batch_size=2",
+                                                           "sample_rate=24000"])
+    pipeline = GenerationPipeline.load(export, generation=GenerationConfig(top_k=250, cfg_coef=3.0))
+    expected = pipeline.generate(CAPTIONS[:3], duration=0.3, seeds=item_seeds(7, 3)).audio  # [3, 1, samples]
+    rows = generate_rows(cfg, CAPTIONS[:3], pipeline)
+    assert torch.allclose(rows["cfg3"], expected[:, 0], atol=1e-6)
+
+    logged = {}
+    experiment = SimpleNamespace(add_audio=lambda tag, wav, *args: logged.__setitem__(tag, wav),
+                                 add_image=lambda *args: None, add_text=lambda *args: None)
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger.__new__(TensorBoardLogger)
+    logger._experiment = experiment
+    trainer = SimpleNamespace(is_global_zero=True, sanity_checking=False, logger=logger, global_step=0)
+    module = SimpleNamespace(model=pipeline.lm, pattern=pipeline.pattern, device=torch.device("cpu"),
+                             conditioner=SimpleNamespace(provider=pipeline.conditioner), training=False,
+                             eval=lambda: None, train=lambda mode: None)
+    callback = ValidationSamples(str(pipeline.codec_dir), CAPTIONS[:3], 0.3, GenerationConfig(top_k=250,
+                                 cfg_coef=3.0), seed=7)
+    callback.on_validation_end(trainer, module)
+    for index in range(3):  # logged mono, peak-limited as the callback writes it
+        assert torch.allclose(logged[f"samples/{index}"], limit_peak(expected[index], 1.0).mean(dim=0), atol=1e-6)
