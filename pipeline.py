@@ -91,8 +91,11 @@ class GenerationPipeline:
         """Generate `duration` seconds for each prompt.
 
         melody:       a reference recording for every prompt (a model with a melody conditioner); any rate and
-                      channel count, converted as the conditioner needs.
-        continuation: (wav [C, T], sample_rate): an audio prompt whose codes are kept verbatim, then continued.
+                      channel count is mixed to mono and resampled as the conditioner needs (as AudioCraft's
+                      convert_audio does), so no rate or channel count is refused.
+        continuation: (wav [C, T], sample_rate): an audio prompt whose codes are kept verbatim, then continued;
+                      it must fit in `duration` and in one window of the generator (context_frames).
+        duration:     any length: past the model's window (context_frames) generation continues in windows.
         seeds:        one sampling seed per prompt; None = item_seeds(0, len(prompts)).
         negative:     one caption per prompt to guide away from (None items: the null condition, as without it).
         """

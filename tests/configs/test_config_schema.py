@@ -20,6 +20,7 @@ def compose_with(*overrides: str):
     ("lm", "model:\n  num_head: 8\n", "num_head"),                             # num_heads misspelled
     ("lm", "pattern:\n  delay: [0, 1, 2, 3]\n", "delay"),                      # delays misspelled
     ("conditioner", "text:\n  description:\n    max_len: 64\n", "max_len"),  # max_length misspelled
+    ("generation", "cfg_coeff: 3.0\n", "cfg_coeff"),                          # cfg_coef misspelled
 ])
 def test_a_misspelled_key_in_an_experiment_file_fails_at_compose_time_naming_it(tmp_path, group, body, key):
     """A user's experiment file (found through hydra.searchpath) with one misspelled key."""
@@ -34,6 +35,7 @@ def test_a_misspelled_key_in_an_experiment_file_fails_at_compose_time_naming_it(
     ("lm.model.dim=wide", "dim"),
     ("codec.quantizer.codebook_size=big", "codebook_size"),
     ("conditioner.cfg_dropout=often", "cfg_dropout"),
+    ("generation.top_k=many", "top_k"),
 ])
 def test_a_mistyped_value_fails_at_compose_time_naming_the_key(override, key):
     with pytest.raises((ConfigCompositionException, ValidationError), match=key):
