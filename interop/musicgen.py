@@ -90,13 +90,19 @@ def read_hf_config(directory: Path) -> dict:
     return config
 
 
-def convert_hf_musicgen(directory: Path, out: Path) -> None:
-    """An HF MusicgenForConditionalGeneration directory -> an LM export in `out` (written by the caller's staging)."""
-    source = str(directory)
+def read_composite_config(directory: Path, model: str) -> dict:
+    """config.json of an HF MusicGen-family directory, which must hold the three sub-configs."""
     config = read_hf_config(directory)
     for part in ("text_encoder", "audio_encoder", "decoder"):
         if not isinstance(config.get(part), dict):
-            raise ConversionError(f"{directory / 'config.json'}: expected a `{part}` sub-config (MusicGen)")
+            raise ConversionError(f"{directory / 'config.json'}: expected a `{part}` sub-config ({model})")
+    return config
+
+
+def convert_hf_musicgen(directory: Path, out: Path) -> None:
+    """An HF MusicgenForConditionalGeneration directory -> an LM export in `out` (written by the caller's staging)."""
+    source = str(directory)
+    config = read_composite_config(directory, "MusicGen")
     lm_config = lm_config_from_hf(config["decoder"], source)
     codec_config = codec_config_from_hf(config["audio_encoder"], source)
     check_codec_fits(lm_config, codec_config, source)

@@ -23,7 +23,7 @@ from transformers import MusicgenMelodyFeatureExtractor
 from conditioners.chroma import NUM_PITCH_CLASSES
 from interop.encodec import codec_config_from_hf, codec_state_from_hf
 from interop.export import MELODY_PROJECTION, TEXT_ENCODER_DIR, LMExport, write_text_encoder
-from interop.musicgen import check_codec_fits, decoder_pieces, lm_config_from_hf, read_hf_config, split_by_prefix
+from interop.musicgen import check_codec_fits, decoder_pieces, lm_config_from_hf, read_composite_config, split_by_prefix
 from interop.state import ConversionError, Piece, join_pieces, read_weights
 from lm.lm import LMConfig
 
@@ -64,10 +64,7 @@ def melody_settings(config: dict, directory: Path) -> dict:
 def convert_hf_musicgen_melody(directory: Path, out: Path) -> None:
     """An HF MusicgenMelodyForConditionalGeneration directory -> an LM export in `out` (the caller's staging)."""
     source = str(directory)
-    config = read_hf_config(directory)
-    for part in ("text_encoder", "audio_encoder", "decoder"):
-        if not isinstance(config.get(part), dict):
-            raise ConversionError(f"{directory / 'config.json'}: expected a `{part}` sub-config (MusicGen-Melody)")
+    config = read_composite_config(directory, "MusicGen-Melody")
     lm_config = replace(lm_config_from_hf(config["decoder"], source), cross_attention=False)
     codec_config = codec_config_from_hf(config["audio_encoder"], source)
     check_codec_fits(lm_config, codec_config, source)
