@@ -18,6 +18,9 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# tinysoundfont declares pyaudio, which it needs only for live playback: install it alone.
 	$(PY) -m pip install --quiet --no-deps tinysoundfont==0.3.7
+	# DAC (the oracle of tests/interop/test_dac.py): its audiotools pins protobuf<3.20 and tensorboard, which would
+	# downgrade ours; what `import dac` needs is in the dev extras.
+	$(PY) -m pip install --quiet --no-deps descript-audio-codec==1.0.0 descript-audiotools==0.7.2
 	touch $@
 
 install: $(INSTALLED)

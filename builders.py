@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 import config_schema  # noqa: F401  registers the config groups' schemas before anything composes
+from codec.backends.config import CodecBackendConfig
 from codec.codec import Codec, CodecConfig
 from conditioners.conditioner import ConditionerConfig, ConditionProvider
 from data.datasets import SegmentConfig, SegmentDataset, TokenWindowConfig, TokenWindowDataset
@@ -126,6 +127,11 @@ def build_generation(node: DictConfig) -> GenerationConfig:
 def build_decode_backend(node: DictConfig) -> DecodeBackendConfig:
     """From the node holding the backend keys: the root in generate.py and eval.adherence."""
     return DecodeBackendConfig(**{field.name: node[field.name] for field in fields(DecodeBackendConfig)})
+
+
+def build_codec_backend(node: DictConfig) -> CodecBackendConfig:
+    """From the node holding `codec_backend` (configs/codec_backend/): the root in generate.py and eval.adherence."""
+    return CodecBackendConfig(**plain(node.codec_backend))
 
 
 def build_segment_datasets(cfg: DictConfig) -> tuple[SegmentDataset, SegmentDataset]:

@@ -28,7 +28,7 @@ from torch import Tensor
 import transformers
 from tqdm import tqdm
 
-from builders import build_decode_backend, build_generation
+from builders import build_codec_backend, build_decode_backend, build_generation
 from conditioners.attributes import WavCondition
 from data.audio import AudioReadError, limit_peak, read_audio, write_wav
 from data.manifest import read_manifest, read_sidecar
@@ -99,7 +99,7 @@ def generate(cfg: DictConfig) -> Path:
     melody = None if cfg.melody is None else WavCondition(*read_audio(cfg.melody))
     continuation = None if cfg.continuation is None else read_audio(cfg.continuation)
     pipeline = GenerationPipeline.load(cfg.checkpoint, pick_device(cfg.device), cfg.codec_dir, generation,
-                                       build_decode_backend(cfg))
+                                       build_decode_backend(cfg), build_codec_backend(cfg))
     pipeline.check(len(prompts), cfg.duration, melody, continuation, seeds, negative)  # before anything is written
     if cfg.stream:
         pipeline.check_streams()

@@ -18,6 +18,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from codec.backends.config import CodecBackendConfig
+from codec.backends.config import with_backend as with_codec_backend
 from codec.codec import Codec
 from conditioners.attributes import ConditioningAttributes, WavCondition
 from conditioners.conditioner import ConditionProvider
@@ -50,27 +52,30 @@ class StreamChunk(NamedTuple):
 
 class GenerationPipeline:
     def __init__(self, lm: LMModel, pattern: PatternProvider, conditioner: ConditionProvider, codec: Codec,
-                 generation: GenerationConfig, backend: DecodeBackendConfig | None = None):
-        """backend: how the LM's decode steps run (None = the reference path); `lm` itself is never changed."""
+                 generation: GenerationConfig, backend: DecodeBackendConfig | None = None,
+                 codec_backend: CodecBackendConfig | None = None):
+        """backend: how the LM's decode steps run; codec_backend: how the codec encodes and decodes (None: the
+        reference paths); `lm` and `codec` themselves are never changed."""
         if (codec.num_codebooks, codec.cardinality) != (lm.config.num_codebooks, lm.config.card):
             raise ValueError(f"the codec has {codec.num_codebooks} x {codec.cardinality} codes but the LM predicts "
                              f"{lm.config.num_codebooks} x {lm.config.card}")
-        self.lm, self.pattern, self.conditioner, self.codec = lm, pattern, conditioner, codec
+        self.lm, self.pattern, self.conditioner = lm, pattern, conditioner
+        self.codec = with_codec_backend(codec, codec_backend or CodecBackendConfig())
         self.generator = LMGenerator(with_backend(lm, backend or DecodeBackendConfig()), pattern, generation)
         self.codec_dir: Path | None = None  # set by `load`: where the codec was read from, for the record
         self.export_config: DictConfig | None = None  # set by `load`: the export's resolved config (its data paths)
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", codec_dir: str | Path | None = None,
-             generation: GenerationConfig | None = None, backend: DecodeBackendConfig | None = None
-             ) -> "GenerationPipeline":
+             generation: GenerationConfig | None = None, backend: DecodeBackendConfig | None = None,
+             codec_backend: CodecBackendConfig | None = None) -> "GenerationPipeline":
         """An LM export (run directory or export/) and its codec (the one it was trained on unless `codec_dir`)."""
         from builders import load_lm_export  # here, not at the top: builders imports lit/, which imports this module
 
         lm, pattern, conditioner, train_cfg = load_lm_export(checkpoint, device)
         codec_dir = Path(codec_dir or train_cfg.codec_dir).resolve()
         pipeline = cls(lm, pattern, conditioner, Codec.load(codec_dir, device=device), generation or GenerationConfig(),
-                       backend)
+                       backend, codec_backend)
         pipeline.codec_dir, pipeline.export_config = codec_dir, train_cfg
         return pipeline
 

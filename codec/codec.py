@@ -1,4 +1,4 @@
-"""The codec: SEANet encoder -> residual VQ -> SEANet decoder (EnCodec / DAC family).
+"""The codec: SEANet encoder -> residual VQ -> SEANet or iSTFT decoder (EnCodec / DAC family; Vocos).
 
     wav [B, C, T] --encoder--> latents [B, D, F] --RVQ--> codes [B, K, F] --decode--> wav [B, C, F * hop]
 
@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.nn.utils import parametrize
 
+from codec.istft_decoder import DecoderConfig, ISTFTDecoder
 from codec.rvq import QuantizerConfig, ResidualVectorQuantizer
 from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from codec.streaming import StreamingModule
@@ -38,6 +39,7 @@ class CodecConfig:
     sample_rate: int = 24_000
     channels: int = 1
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)  # seanet or istft; older config.json: none, seanet
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     bandwidths: tuple[float, ...] = ()  # kbps the model is meant to be used at; each must be a whole codebook count
 
@@ -45,6 +47,8 @@ class CodecConfig:
         # Hydra and config.json give plain mappings for the nested parts.
         if isinstance(self.seanet, Mapping):
             self.seanet = SEANetConfig(**self.seanet)
+        if isinstance(self.decoder, Mapping):
+            self.decoder = DecoderConfig(**self.decoder)
         if isinstance(self.quantizer, Mapping):
             self.quantizer = QuantizerConfig(**self.quantizer)
         self.bandwidths = tuple(float(kbps) for kbps in self.bandwidths)
@@ -69,7 +73,10 @@ class Codec(StreamingModule[None]):
         self.config = config
         self.encoder = SEANetEncoder(config.channels, config.seanet)
         self.quantizer = ResidualVectorQuantizer(config.seanet.dimension, config.quantizer)
-        self.decoder = SEANetDecoder(config.channels, config.seanet)
+        if config.decoder.kind == "istft":
+            self.decoder = ISTFTDecoder(config.channels, config.seanet.dimension, self.hop_length, config.decoder)
+        else:
+            self.decoder = SEANetDecoder(config.channels, config.seanet)
         for kbps in config.bandwidths:
             self.bandwidth_to_num_codebooks(kbps)
 

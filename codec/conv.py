@@ -26,6 +26,11 @@ from codec.streaming import StreamingModule
 
 PadMode = Literal["constant", "reflect", "replicate"]
 PAD_MODES = ("constant", "reflect", "replicate")
+# Where a non-causal transposed conv trims its `kernel - stride` overhang: "encodec" splits it (larger half on the
+# left), "dac" trims the larger half on both sides as DAC's `padding=ceil(stride / 2)` does, so an odd stride
+# gives one sample less than F * stride.
+PaddingConvention = Literal["encodec", "dac"]
+PADDING_CONVENTIONS = ("encodec", "dac")
 
 
 def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
@@ -129,11 +134,17 @@ class StreamableConvTranspose1d(StreamingModule[ConvTransposeState]):
     """ConvTranspose1d with weight norm, EnCodec trimming and a causal streaming mode.
 
     [B, C_in, F] -> [B, C_out, F * stride]: the `kernel - stride` overhanging samples are trimmed on the right
-    when causal (they are completed by the next frames), split otherwise.
+    when causal (they are completed by the next frames), split otherwise; with padding_convention "dac" the larger
+    half is trimmed on both sides ([B, C_out, F * stride - stride % 2] when kernel = 2 * stride, as in DAC).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, causal: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, causal: bool,
+                 padding_convention: PaddingConvention = "encodec") -> None:
         super().__init__()
+        if padding_convention not in PADDING_CONVENTIONS:
+            raise ValueError(f"padding_convention must be one of {PADDING_CONVENTIONS}, got {padding_convention!r}")
+        if causal and padding_convention != "encodec":
+            raise ValueError(f"padding_convention {padding_convention!r} is non-causal: causal needs 'encodec'")
         if kernel_size % stride:
             raise ValueError(f"kernel_size ({kernel_size}) must be a multiple of stride ({stride})")
         self.convtr = weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride))
@@ -141,6 +152,7 @@ class StreamableConvTranspose1d(StreamingModule[ConvTransposeState]):
         self.taps = kernel_size // stride
         self.padding_total = kernel_size - stride
         self.causal = causal
+        self.padding_convention = padding_convention
 
     def _polyphase_weight(self) -> Tensor:
         """[C_out * stride, C_in, taps]: output phase p of output channel c is channel c * stride + p."""
@@ -162,6 +174,8 @@ class StreamableConvTranspose1d(StreamingModule[ConvTransposeState]):
         y = self._transposed_conv(x, self._polyphase_weight()) + self.convtr.bias[:, None]
         right = self.padding_total if self.causal else self.padding_total // 2
         left = self.padding_total - right
+        if self.padding_convention == "dac":
+            right = left
         return y[..., left : y.shape[-1] - right]
 
     def init_streaming_state(self, batch_size: int) -> ConvTransposeState:

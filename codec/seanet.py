@@ -4,10 +4,16 @@ Encoder [B, C, T] -> [B, D, F], F = ceil(T / hop_length), hop_length = prod(rati
 
     conv(kernel_size) C -> n_filters
     for each ratio r (in reverse order), width w doubling: residual units, act, conv(2r, stride r) w -> 2w
-    LSTM (optional, with skip), act, conv(last_kernel_size) -> D
+    LSTM (optional, with skip), act, conv(encoder_last_kernel_size, else last_kernel_size) -> D
 
-The decoder mirrors it with transposed convs (ratios in the given order) and returns [B, C, F * hop_length].
+The decoder mirrors it with transposed convs (ratios in the given order) and returns [B, C, F * hop_length];
+its widths halve from decoder_n_filters * 2 ** len(ratios) (n_filters unless set, DAC's start at 1536).
 With `causal=True` every layer is causal and both run chunk by chunk under `streaming()`.
+
+padding_convention "dac" computes what DAC's generator computes (Kumar et al. 2023): the encoder first pads the
+input with zeros to a whole number of frames (DAC's `preprocess`), after which EnCodec's split padding equals
+DAC's `padding=ceil(stride / 2)`; each transposed conv trims ceil(stride / 2) on both sides, so an odd stride
+loses one sample, and the decoder fills the missing samples at the end with zeros to keep F * hop_length.
 """
 
 import math
@@ -19,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from codec.conv import PAD_MODES, StreamableConv1d, StreamableConvTranspose1d, unit_norm_init_
+from codec.conv import PAD_MODES, PADDING_CONVENTIONS, StreamableConv1d, StreamableConvTranspose1d, unit_norm_init_
 from codec.streaming import StreamingModule
 
 Activation = Literal["elu", "snake"]
@@ -46,6 +52,9 @@ class SEANetConfig:
     true_skip: bool = False
     final_tanh: bool = False
     unit_norm_init: bool = False
+    decoder_n_filters: int | None = None  # None: n_filters (the decoder mirrors the encoder)
+    encoder_last_kernel_size: int | None = None  # None: last_kernel_size
+    padding_convention: str = "encodec"  # codec.conv.PaddingConvention
 
     def __post_init__(self) -> None:
         self.ratios = tuple(int(ratio) for ratio in self.ratios)
@@ -57,6 +66,19 @@ class SEANetConfig:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}")
         if self.n_filters % self.compress:
             raise ValueError(f"compress ({self.compress}) must divide n_filters ({self.n_filters})")
+        for name in ("decoder_n_filters", "encoder_last_kernel_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.decoder_n_filters is not None and self.decoder_n_filters % self.compress:
+            raise ValueError(f"compress ({self.compress}) must divide decoder_n_filters ({self.decoder_n_filters})")
+        if self.padding_convention not in PADDING_CONVENTIONS:
+            raise ValueError(
+                f"padding_convention must be one of {PADDING_CONVENTIONS}, got {self.padding_convention!r}"
+            )
+        if self.padding_convention == "dac" and (self.causal or self.pad_mode != "constant"):
+            raise ValueError(f"padding_convention 'dac' is DAC's non-causal zero padding: it needs causal false and "
+                             f"pad_mode 'constant', got causal {self.causal}, pad_mode {self.pad_mode!r}")
 
     @property
     def hop_length(self) -> int:
@@ -179,17 +201,22 @@ class SEANetEncoder(StreamingModule[None]):
             width *= 2
         if config.lstm_layers:
             layers.append(StreamableLSTM(width, config.lstm_layers))
+        last_kernel_size = config.last_kernel_size
+        if config.encoder_last_kernel_size is not None:
+            last_kernel_size = config.encoder_last_kernel_size
         layers += [
             make_activation(config.activation, width),
-            StreamableConv1d(
-                width, config.dimension, config.last_kernel_size, causal=config.causal, pad_mode=config.pad_mode
-            ),
+            StreamableConv1d(width, config.dimension, last_kernel_size, causal=config.causal, pad_mode=config.pad_mode),
         ]
         self.layers = nn.Sequential(*layers)
+        self.hop_length = config.hop_length
+        self.padding_convention = config.padding_convention
         if config.unit_norm_init:
             unit_norm_init_(self)
 
     def forward(self, wav: Tensor) -> Tensor:
+        if self.padding_convention == "dac":
+            wav = F.pad(wav, (0, -wav.shape[-1] % self.hop_length))  # [B, C, F * hop_length]
         return self.layers(wav)
 
 
@@ -198,7 +225,8 @@ class SEANetDecoder(StreamingModule[None]):
 
     def __init__(self, channels: int, config: SEANetConfig) -> None:
         super().__init__()
-        width = config.n_filters * 2 ** len(config.ratios)
+        n_filters = config.n_filters if config.decoder_n_filters is None else config.decoder_n_filters
+        width = n_filters * 2 ** len(config.ratios)
         layers: list[nn.Module] = [
             StreamableConv1d(
                 config.dimension, width, config.kernel_size, causal=config.causal, pad_mode=config.pad_mode
@@ -209,7 +237,8 @@ class SEANetDecoder(StreamingModule[None]):
         for ratio in config.ratios:
             layers += [
                 make_activation(config.activation, width),
-                StreamableConvTranspose1d(width, width // 2, 2 * ratio, stride=ratio, causal=config.causal),
+                StreamableConvTranspose1d(width, width // 2, 2 * ratio, stride=ratio, causal=config.causal,
+                                          padding_convention=config.padding_convention),
             ]
             width //= 2
             layers += [ResidualUnit(width, config.dilation_base**j, config) for j in range(config.n_residual_layers)]
@@ -220,8 +249,13 @@ class SEANetDecoder(StreamingModule[None]):
         if config.final_tanh:
             layers.append(nn.Tanh())
         self.layers = nn.Sequential(*layers)
+        self.hop_length = config.hop_length
+        self.padding_convention = config.padding_convention
         if config.unit_norm_init:
             unit_norm_init_(self)
 
     def forward(self, latents: Tensor) -> Tensor:
-        return self.layers(latents)
+        wav = self.layers(latents)  # [B, C, F * hop_length], "dac": one sample less per odd stride
+        if self.padding_convention == "dac":
+            wav = F.pad(wav, (0, latents.shape[-1] * self.hop_length - wav.shape[-1]))
+        return wav

@@ -1,12 +1,13 @@
 """Convert reference checkpoints to codeclm exports, and codeclm exports back to HF directories.
 
     python -m interop.convert SRC --out DIR                 # HF MusicGen(-Melody) / EnCodec directory, or AudioCraft
+    python -m interop.convert weights_24khz.pth --out DIR   # a DAC weights file -> codec export
     python -m interop.convert SRC --out DIR --codec CODEC   # AudioCraft folder whose codec is a `pretrained` redirect
     python -m interop.convert RUN --to hf --out DIR         # our LM export (or codec export) -> HF directory
 
-The source format is read from SRC's files (`detect_format`). DIR must not exist: the conversion is written to a
-hidden folder beside it and renamed only once complete, so a failed conversion leaves nothing behind. Bad input
-is one line on stderr naming the file, key or option, and exit status 1.
+The source format is read from SRC's files, or from its suffix when SRC is a file (`detect_format`). DIR must not
+exist: the conversion is written to a hidden folder beside it and renamed only once complete, so a failed
+conversion leaves nothing behind. Bad input is one line on stderr naming the file, key or option, and exit status 1.
 """
 import argparse
 import json
@@ -25,13 +26,16 @@ FORMATS = {
     "audiocraft": "an AudioCraft folder (state_dict.bin and compression_state_dict.bin)",
     "lm_export": "a codeclm LM export (train_config.yaml and lm.safetensors, or a run directory with export/)",
     "codec_export": "a codeclm codec export (config.json and model.safetensors written by Codec.save)",
+    "dac": "a DAC weights file (.pth with 'state_dict' and 'metadata', written by DAC.save(path, package=False))",
 }
 
 
 def detect_format(source: Path) -> str:
     """One of FORMATS, read from the files in `source`; ConversionError naming what was expected otherwise."""
+    if source.is_file() and source.suffix == ".pth":
+        return "dac"
     if not source.is_dir():
-        raise ConversionError(f"{source}: not a directory")
+        raise ConversionError(f"{source}: neither a checkpoint folder nor a DAC .pth file")
     if (source / "state_dict.bin").is_file():
         return "audiocraft"
     if (source / "train_config.yaml").is_file() or (source / "export" / "train_config.yaml").is_file():
@@ -80,6 +84,9 @@ def convert(source: Path, out: Path, to: str | None = None, codec: Path | None =
         elif source_format == "hf_encodec":
             from interop.encodec import convert_hf_encodec
             convert_hf_encodec(source, target)
+        elif source_format == "dac":
+            from interop.dac import convert_dac
+            convert_dac(source, target)
         elif source_format == "audiocraft":
             from interop.audiocraft import convert_audiocraft
             convert_audiocraft(source, target, codec=codec, text_encoder=text_encoder)
@@ -97,7 +104,7 @@ def convert(source: Path, out: Path, to: str | None = None, codec: Path | None =
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m interop.convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="the checkpoint folder to convert")
+    parser.add_argument("source", type=Path, help="the checkpoint folder (or DAC .pth file) to convert")
     parser.add_argument("--out", type=Path, required=True, help="the directory to write (must not exist)")
     parser.add_argument("--to", choices=["hf"], help="export a codeclm export to HF's layout")
     parser.add_argument("--codec", type=Path, help="AudioCraft: the HF EnCodec directory a `pretrained` codec "

@@ -57,7 +57,7 @@ def _require(ok: bool, source: str, option: str, value: Any, supported: str) -> 
         raise ConversionError(f"{source}: {option}={value!r} is not supported ({supported})")
 
 
-def _meta_codec(config: CodecConfig, source: str) -> Codec:
+def meta_codec(config: CodecConfig, source: str) -> Codec:
     """The module converted weights must fill, built on the meta device (no memory, no init)."""
     try:
         with torch.device("meta"):
@@ -182,15 +182,16 @@ def codec_config_from_hf(hf_config: Mapping[str, Any], source: str) -> CodecConf
         )
     except (TypeError, ValueError) as error:
         raise ConversionError(f"{source}: {error}") from error
-    _check_hf_bandwidths(config, _meta_codec(config, source), source)
+    _check_hf_bandwidths(config, meta_codec(config, source), source)
     return config
 
 
 def codec_config_to_hf(config: CodecConfig) -> dict[str, Any]:
     """CodecConfig -> an HF EncodecConfig dict (with model_type, as MusicgenConfig's `audio_encoder` takes it).
 
-    Refused, as HF's EncodecModel cannot express them: activation other than ELU, final_tanh, no LSTM
-    (lstm_layers=0), the factorized (DAC) lookup, a codebook size that is not a power of 2, and bandwidths HF
+    Refused, as HF's EncodecModel cannot express them: the iSTFT decoder, activation other than ELU, final_tanh, no
+    LSTM (lstm_layers=0), a decoder that does not mirror the encoder (decoder_n_filters, encoder_last_kernel_size),
+    DAC's padding convention, the factorized (DAC) lookup, a codebook size that is not a power of 2, and bandwidths HF
     would turn into another number of codebooks. Training-only settings go under `codeclm_training`.
     """
     source = "codeclm codec config"
@@ -199,11 +200,18 @@ def codec_config_to_hf(config: CodecConfig) -> dict[str, Any]:
     _require(not seanet.final_tanh, source, "seanet.final_tanh", seanet.final_tanh, "HF EnCodec has no output tanh")
     _require(seanet.lstm_layers >= 1, source, "seanet.lstm_layers", seanet.lstm_layers,
              "HF EnCodec always has an LSTM: >= 1")
+    for option in ("decoder_n_filters", "encoder_last_kernel_size"):
+        _require(getattr(seanet, option) is None, source, f"seanet.{option}", getattr(seanet, option),
+                 "HF EnCodec's decoder mirrors its encoder: null")
+    _require(seanet.padding_convention == "encodec", source, "seanet.padding_convention", seanet.padding_convention,
+             "HF EnCodec pads as EnCodec: encodec")
+    _require(config.decoder.kind == "seanet", source, "decoder.kind", config.decoder.kind,
+             "HF EnCodec's decoder is SEANet: seanet")
     _require(quantizer.lookup == "ema", source, "quantizer.lookup", quantizer.lookup,
              "HF EnCodec has Euclidean EMA codebooks: ema")
     card = quantizer.codebook_size
     _require(card & (card - 1) == 0, source, "quantizer.codebook_size", card, "HF EnCodec needs a power of 2")
-    _check_hf_bandwidths(config, _meta_codec(config, source), source)
+    _check_hf_bandwidths(config, meta_codec(config, source), source)
     hf_config = EncodecConfig(
         target_bandwidths=list(config.bandwidths),
         sampling_rate=config.sample_rate,
@@ -242,7 +250,7 @@ def codec_state_from_hf(weights: Mapping[str, Tensor], config: CodecConfig, pref
     Names match ours but for the decoder's transposed convs (`decoder.layers.N.conv.*` in HF, `.convtr.*` here)
     and the codebook buffers; legacy `weight_g` / `weight_v` names are accepted.
     """
-    codec = _meta_codec(config, source)
+    codec = meta_codec(config, source)
     transposed = {index for index, layer in enumerate(codec.decoder.layers)
                   if isinstance(layer, StreamableConvTranspose1d)}
     escaped = re.escape(prefix)
@@ -271,7 +279,7 @@ def codec_state_to_hf(state: Mapping[str, Tensor], config: CodecConfig, prefix: 
     """A Codec(config) state dict -> HF EncodecModel names (each under `prefix`), the inverse of
     codec_state_from_hf (`initialized` becomes HF's float [1] `inited`)."""
     source = "codeclm codec weights"
-    check_state(state, _meta_codec(config, source), source)
+    check_state(state, meta_codec(config, source), source)
     rules = [
         (rf"(encoder|decoder)\.layers\.(\d+)\.((?:block\.\d+\.|shortcut\.)?)(?:conv|convtr)\.{CONV_PARAMETER}",
          lambda match: f"{prefix}{match[1]}.layers.{match[2]}.{match[3]}conv.{match[4]}"),
@@ -434,7 +442,7 @@ def codec_config_from_audiocraft(xp_cfg: Mapping[str, Any], source: str) -> Code
         )
     except (TypeError, ValueError) as error:
         raise ConversionError(f"{source}: {error}") from error
-    _meta_codec(config, source)
+    meta_codec(config, source)
     return config
 
 
@@ -452,5 +460,5 @@ def codec_state_from_audiocraft(best_state: Mapping[str, Tensor], config: CodecC
     ]
     state = rename(best_state, rules, source)
     _initialized_to_bool(state, source)
-    check_state(state, _meta_codec(config, source), source)
+    check_state(state, meta_codec(config, source), source)
     return state

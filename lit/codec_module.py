@@ -32,6 +32,7 @@ from codec.losses import (
     generator_adversarial_loss,
 )
 from eval.audio_metrics import si_sdr
+from eval.pitch import chroma_cosine
 from lit.callbacks import completed_batches
 
 OUTPUT_LOSSES = ("waveform_l1", "mel", "adversarial", "feature_matching")  # losses computed from the decoded wav
@@ -187,12 +188,14 @@ class CodecModule(pl.LightningModule):
             "val/mel": self.mel_loss(reconstruction, wav),
             "val/waveform_l1": F.l1_loss(reconstruction, wav),
             "val/si_sdr": si_sdr(reconstruction, wav).mean(),
+            "val/chroma_cosine": chroma_cosine(reconstruction, wav, self.codec.sample_rate).nanmean(),
         }
         for kbps in self.codec.config.bandwidths:
             codes = self.codec.encode(wav, self.codec.bandwidth_to_num_codebooks(kbps))  # [B, K', F]
             decoded = self.codec.decode(codes)[..., :T]
             logs[f"val/mel_{kbps:g}kbps"] = self.mel_loss(decoded, wav)
             logs[f"val/si_sdr_{kbps:g}kbps"] = si_sdr(decoded, wav).mean()
+            logs[f"val/chroma_cosine_{kbps:g}kbps"] = chroma_cosine(decoded, wav, self.codec.sample_rate).nanmean()
         self.log_dict(logs, prog_bar=False, batch_size=wav.shape[0])
         if batch_idx == 0:
             self._log_clips(wav[: self.logged_clips], reconstruction[: self.logged_clips])

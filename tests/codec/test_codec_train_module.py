@@ -11,6 +11,7 @@ from codec import Codec, CodecConfig
 from codec.losses import MultiScaleMelLoss
 from lit.callbacks import StepSeed
 from lit.codec_module import CodecLossConfig, CodecModule
+from eval.pitch import chroma_cosine
 
 SAMPLE_RATE = 16_000
 TINY_PRESET = Path(__file__).parents[2] / "configs" / "codec_loss" / "tiny.yaml"
@@ -174,8 +175,11 @@ def test_validation_logs_metrics_per_bandwidth_and_fixed_clips_to_tensorboard(tm
     wav = torch.stack([clips[i]["wav"] for i in range(4)])
     with torch.no_grad():
         expected_mel = module.mel_loss(module.codec.eval()(wav).wav, wav).item()
+        expected_chroma = chroma_cosine(module.codec(wav).wav, wav, module.codec.sample_rate).mean().item()
     assert metrics["val/mel"] == pytest.approx(expected_mel, rel=1e-5)
-    assert {"val/si_sdr_6kbps", "val/si_sdr_12kbps", "val/mel_6kbps", "val/mel_12kbps"} <= metrics.keys()
+    assert metrics["val/chroma_cosine"] == pytest.approx(expected_chroma, rel=1e-5)
+    assert {"val/si_sdr_6kbps", "val/si_sdr_12kbps", "val/mel_6kbps", "val/mel_12kbps", "val/chroma_cosine_6kbps",
+            "val/chroma_cosine_12kbps"} <= metrics.keys()
 
     events = EventAccumulator(logger.log_dir, size_guidance={"audio": 0, "images": 0})
     events.Reload()

@@ -12,8 +12,10 @@ from safetensors.torch import save_file
 from builders import build_codec, build_conditioner, build_lm
 from data.audio import write_wav
 from data.manifest import AudioEntry, write_manifest, write_sidecar
-from eval.adherence import evaluate
+from eval.adherence import RATES, Target, clip_origins, evaluate, generate_rows, recombined_targets
+from eval.stats import Rate, intervals_overlap, samples_to_separate, wilson_interval
 from lit.lm_module import WEIGHTS_FILE
+from pipeline import GenerationPipeline
 from tests.eval.synthetic_music import SAMPLE_RATE, cadence
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,6 +24,7 @@ TRAIN = [("piano", "harmonic", "C major", 120), ("organ", "square", "A minor", 1
          ("piano", "harmonic", "F# major", 90), ("organ", "square", "D minor", 130),
          ("piano", "harmonic", "Eb major", 110), ("organ", "square", "E minor", 80)]
 TEST = [("piano", "harmonic", "G major", 105), ("organ", "square", "B minor", 125)]
+VALID = [("organ", "square", "F major", 95)]
 
 
 def _write_split(folder: Path, clips: list[tuple[str, str, str, int]]) -> None:
@@ -39,10 +42,11 @@ def _write_split(folder: Path, clips: list[tuple[str, str, str, int]]) -> None:
 
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory) -> Path:
-    """An untrained demo-sized LM run (export/ only) with its codec, on a 6 + 2 clip synthetic dataset."""
+    """An untrained demo-sized LM run (export/ only) with its codec, on a 6 + 2 + 1 clip synthetic dataset."""
     root = tmp_path_factory.mktemp("adherence")
     _write_split(root / "data" / "train", TRAIN)
     _write_split(root / "data" / "test", TEST)
+    _write_split(root / "data" / "valid", VALID)
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=demo", "stage=lm", f"data.root={root / 'data'}",
                                                        f"codec_dir={root / 'codec'}"])
@@ -63,33 +67,112 @@ def _adherence(*overrides: str) -> Path:
         return evaluate(compose(config_name="adherence", overrides=list(overrides)))
 
 
-def test_command_writes_the_table_and_json_with_a_row_per_setting(lm_run, tmp_path):
+def _cell(rate: dict) -> str:
+    return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] n={rate['n']}"
+
+
+def test_report_has_every_sample_with_its_seed_and_every_rate_with_n_and_interval(lm_run, tmp_path):
     out_dir = tmp_path / "report"
-    assert _adherence(f"checkpoint={lm_run}", f"out_dir={out_dir}", "num_captions=5", "duration=3.0",
-                      "batch_size=2", "instrument.steps=100") == out_dir
+    assert _adherence(f"checkpoint={lm_run}", f"out_dir={out_dir}", "duration=3.0", "cfg_coefs=[3]",
+                      "samples_per_caption=2", "recombined_captions=2", "batch_size=3",
+                      "instrument.steps=100") == out_dir
     report = json.loads((out_dir / "adherence.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["real", "cfg1", "cfg3", "uncond"]
+    assert list(rows) == ["real", "cfg3", "uncond"]
+
+    # Captions: the 2 test clips, then the valid one (caption_splits order), then 2 recombined from their fields.
+    captions = report["captions"]
+    assert [caption["source"] for caption in captions] == ["test/clip_0.wav", "test/clip_1.wav", "valid/clip_0.wav",
+                                                           "recombined", "recombined"]
+    held_out = {(c["key"], c["instrument"], c["bpm"]) for c in captions[:3]}
+    for caption in captions[3:]:
+        fields = (caption["key"], caption["instrument"], caption["bpm"])
+        assert fields not in held_out and caption["path"] is None
+        assert {caption["key"]} <= {"G major", "B minor", "F major"} and caption["instrument"] in {"piano", "organ"}
+        assert caption["bpm"] in {105.0, 125.0, 95.0}
+        assert caption["caption"] == f"A piece played on {fields[1]} in {fields[0]} at {fields[2]:g} bpm."
+
+    # 5 captions x 2 samples per row, sample-major, seeds item_seeds(0, 10): seed * 100003 + clip index.
+    for name in ("cfg3", "uncond"):
+        clips = [clip for clip in report["clips"] if clip["row"] == name]
+        assert [(clip["caption_index"], clip["sample"], clip["seed"]) for clip in clips] == [
+            (index % 5, index // 5, index) for index in range(10)]
+        assert [clip["caption"] for clip in clips] == [captions[index % 5]["caption"] for index in range(10)]
+        assert sorted(path.name for path in (out_dir / "generated" / name).iterdir()) == sorted(
+            f"{caption:03d}_{sample:02d}.wav" for caption in range(5) for sample in range(2))
+        assert rows[name]["clips"] == 10 and rows[name]["frechet"]["n"] == 10 and rows[name]["frechet"]["distance"] > 0
+        for metric in RATES:  # every target names key, bpm and instrument: n = 10 for every rate
+            rate = rows[name][metric]
+            assert rate["n"] == 10 and (rate["low"], rate["high"]) == wilson_interval(round(rate["rate"] * 10), 10)
     # The real clips are synthesized in their caption's key, at its tempo, with its timbre: the estimators see it.
-    assert rows["real"]["clips"] == 4  # two 6 s test clips (num_captions=5 asks for more than there are), 3 s windows
-    assert rows["real"]["key_exact"] == 1.0 and rows["real"]["tempo"] == 1.0 and rows["real"]["instrument"] == 1.0
-    assert rows["real"]["frechet"] is None
-    for name in ("cfg1", "cfg3", "uncond"):
-        assert rows[name]["clips"] == 2 and rows[name]["frechet"] > 0
-        assert all(0 <= rows[name][metric] <= 1 for metric in ("key_exact", "key_lenient", "tempo", "instrument"))
-        assert sorted(path.name for path in (out_dir / "generated" / name).iterdir()) == ["000.wav", "001.wav"]
-    assert report["instrument_labels"] == ["organ", "piano"]
-    assert {clip["caption"] for clip in report["clips"]} == {"A piece played on piano in G major, 105 bpm.",
-                                                             "A piece played on organ in B minor, 125 bpm."}
+    real_clips = [clip for clip in report["clips"] if clip["row"] == "real"]
+    assert [(clip["caption_index"], clip["sample"], clip["seed"]) for clip in real_clips] == [
+        (0, 0, None), (0, 1, None), (1, 0, None), (1, 1, None), (2, 0, None), (2, 1, None)]  # two 3 s windows each
+    perfect = {"rate": 1.0, "low": wilson_interval(6, 6)[0], "high": 1.0, "n": 6}
+    assert rows["real"]["clips"] == 6 and rows["real"]["frechet"] is None
+    assert all(rows["real"][metric] == perfect for metric in ("key_exact", "tempo", "instrument"))
+
     table = (out_dir / "adherence.md").read_text()
-    for name in rows:
-        assert f"| {name} |" in table
-    assert "| real | 4 | 1.00 | 1.00 | 1.00 | 1.00 | n/a |" in table
+    assert f"| real | 6 | {_cell(perfect)} | {_cell(perfect)} | {_cell(perfect)} | {_cell(perfect)} | n/a |" in table
+    for name in ("cfg3", "uncond"):
+        cells = " | ".join(_cell(rows[name][metric]) for metric in RATES)
+        assert f"| {name} | 10 | {cells} | {rows[name]['frechet']['distance']:.2f} n=10 |" in table
+    # The guided row against the unconditional one, per rate: overlap and the samples the same rates would need.
+    assert "| metric | cfg3 vs uncond |" in table
+    for metric in RATES:
+        guided, unconditional = (Rate(**rows[name][metric]) for name in ("cfg3", "uncond"))
+        needed = samples_to_separate(guided.rate, unconditional.rate)
+        assert report["comparisons"]["cfg3"][metric] == {"overlap": intervals_overlap(guided, unconditional),
+                                                         "samples_to_separate": needed}
     assert (out_dir / "instrument_classifier.pt").is_file()
 
 
+def test_samples_are_batch_invariant_distinct_and_nested(lm_run):
+    """Sample j of caption c is the same audio whatever the batch, differs from the caption's other samples,
+    and keeps its seed when samples_per_caption grows."""
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="adherence", overrides=[f"checkpoint={lm_run}", "duration=0.5", "seed=5",
+                                                          "cfg_coefs=[3]", "unconditional=false", "batch_size=1"])
+    pipeline = GenerationPipeline.load(lm_run)
+    origins = clip_origins(num_captions=3, samples_per_caption=2, seed=5)
+    assert [origin.seed for origin in origins] == [5 * 100_003 + index for index in range(6)]
+    assert clip_origins(num_captions=3, samples_per_caption=4, seed=5)[:6] == origins
+    captions = [["calm piano in C major", "fast organ", "a slow waltz"][origin.caption_index] for origin in origins]
+    alone = generate_rows(cfg, captions, pipeline)["cfg3"]  # [6, samples], one clip per batch
+    cfg.batch_size = 4
+    together = generate_rows(cfg, captions, pipeline)["cfg3"]  # batches of 4 and 2
+    # Same tokens; the decoded audio differs by float rounding of batched convs (1.6e-6 of a peak of 1.9 measured).
+    assert torch.allclose(alone, together, atol=1e-5)
+    for caption in range(3):  # samples 0 and 1 of a caption: clips c and c + 3
+        assert not torch.allclose(alone[caption], alone[caption + 3], atol=1e-3)
+
+
+def test_recombined_captions_are_new_combinations_fixed_by_the_seed():
+    held_out = [Target("test/a.wav", "a.wav", "a", "C major", 100.0, "piano"),
+                Target("test/b.wav", "b.wav", "b", "A minor", 80.0, "organ"),
+                Target("test/c.wav", "c.wav", "c", "A minor", 80.0, "theremin")]  # the classifier knows no theremin
+    drawn = recombined_targets(held_out, 6, {"piano", "organ"}, seed=0)
+    combinations = [(target.key, target.instrument, target.bpm) for target in drawn]
+    assert sorted(combinations) == sorted(
+        (key, instrument, bpm) for key in ("A minor", "C major") for instrument in ("organ", "piano")
+        for bpm in (80.0, 100.0)
+        if (key, instrument, bpm) not in {("C major", "piano", 100.0), ("A minor", "organ", 80.0)})
+    assert recombined_targets(held_out, 6, {"piano", "organ"}, seed=0) == drawn
+    reordered = recombined_targets(held_out, 6, {"piano", "organ"}, seed=1)
+    assert [target.caption for target in reordered] != [target.caption for target in drawn]
+    with pytest.raises(ValueError, match="recombined_captions must be <= 6, .* got 7"):
+        recombined_targets(held_out, 7, {"piano", "organ"}, seed=0)
+
+
 @pytest.mark.parametrize("override, message", [
-    ("num_captions=0", "num_captions must be >= 1, got 0"),
+    ("num_captions=0", "num_captions must be an integer >= 1 (or null: every held-out clip), got 0"),
+    ("samples_per_caption=1.5", "samples_per_caption must be an integer >= 1, got 1.5"),
+    ("samples_per_caption=0", "samples_per_caption must be an integer >= 1, got 0"),
+    ("recombined_captions=-1", "recombined_captions must be an integer >= 0, got -1"),
+    ("recombined_captions=100", "recombined_captions must be <= 15, the key x instrument x bpm combinations"),
+    ("caption_splits=[train]", "caption_splits must list one or both of ['test', 'valid'], got ['train']"),
+    ("confidence=1.5", "confidence must be in (0, 1), got 1.5"),
+    ("valid_manifest=/does/not/exist", "valid_manifest: manifest /does/not/exist does not exist"),
     ("duration=2.5", "duration must be >= two beats at tempo.min_bpm=40.0: 3 s, got 2.5"),
     ("checkpoint=/does/not/exist", "is not an LM export"),
 ])

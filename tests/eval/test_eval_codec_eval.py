@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import soundfile
@@ -62,7 +63,10 @@ def test_codec_eval_command_writes_scores_for_codec_and_opus(tmp_path):
 
     result = json.loads((out / "codec_eval.json").read_text())
     rows = {(row["system"], row["kbps"]): row for row in result["average"]}
-    assert sorted(rows) == [("codec", 12.0), ("opus", 12.0)]
+    assert list(rows) == [("codec", 12.0), ("opus", 12.0), ("reference", None)]  # one file: no "other clip" row
+    ceiling = rows.pop(("reference", None))
+    assert ceiling["chroma_cosine"] == pytest.approx(1.0) and ceiling["key_agreement"] == 1.0
+    assert ceiling["si_sdr"] is None and ceiling["visqol"] is None
     # Opus at 12 kbps beats an untrained codec on every metric.
     opus, untrained = rows[("opus", 12.0)], rows[("codec", 12.0)]
     assert opus["si_sdr"] > untrained["si_sdr"] and opus["visqol"] > untrained["visqol"]
@@ -76,7 +80,10 @@ def test_codec_eval_command_writes_scores_for_codec_and_opus(tmp_path):
         decoded = loaded.decode(loaded.encode(reference.unsqueeze(0), 2))[0, :, : reference.shape[-1]]
     assert untrained["si_sdr"] == pytest.approx(si_sdr(decoded, reference).item(), abs=1e-4)
     table = (out / "codec_eval.md").read_text()
-    assert table.count("\n") == 2 + len(rows) and f"| opus | 12 | 1 | {opus['si_sdr']:.2f} |" in table
+    assert table.count("\n") == 3 + len(rows) and f"| opus | 12 | 1 | {opus['si_sdr']:.2f} |" in table
+    assert "| reference |  | 1 | n/a | n/a | n/a | n/a | 1.00 | 1.00 |" in table
+    # Opus keeps the notes of a harmonic tone; the untrained codec does not.
+    assert opus["chroma_cosine"] > 0.95 > untrained["chroma_cosine"]
 
 
 def test_folder_and_manifest_list_the_same_files(tmp_path):
@@ -101,11 +108,42 @@ def test_opus_bitrates_set_the_reference_rates_apart_from_the_codecs(tmp_path):
     arguments = ["--checkpoint", str(tmp_path / "codec"), "--audio", str(tmp_path), "--no-visqol"]
     main(arguments + ["--out", str(tmp_path / "out"), "--bitrates", "6", "--opus-bitrates", "8", "16"])
     result = json.loads((tmp_path / "out" / "codec_eval.json").read_text())
-    rows = sorted((row["system"], row["kbps"]) for row in result["average"])
-    assert rows == [("codec", 6.0), ("opus", 8.0), ("opus", 16.0)]
+    rows = [(row["system"], row["kbps"]) for row in result["average"]]
+    assert rows == [("codec", 6.0), ("opus", 8.0), ("opus", 16.0), ("reference", None)]
     opus = {row["kbps"]: row for row in result["average"] if row["system"] == "opus"}
     assert opus[16.0]["si_sdr"] > opus[8.0]["si_sdr"]  # the reference really ran at two different rates
 
     with pytest.raises(SystemExit, match="--opus-bitrates must be >= 6 kbps"):
         main(arguments + ["--out", str(tmp_path / "bad"), "--opus-bitrates", "3"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_other_clip_row_scores_each_file_against_the_previous_one(tmp_path):
+    """The floor of the pitch metrics: music with other notes. Two tones a tritone apart share no pitch class."""
+    torch.manual_seed(0)
+    _tiny_codec((6.0,)).save(tmp_path / "codec")
+    for name, f0 in (("a.wav", 220.0), ("b.wav", 311.13)):  # A3 and Eb4
+        soundfile.write(tmp_path / name, _harmonic(1.0, f0)[0].numpy(), SAMPLE_RATE)
+    main(["--checkpoint", str(tmp_path / "codec"), "--audio", str(tmp_path), "--no-visqol", "--no-opus",
+          "--out", str(tmp_path / "out"), "--figure", "0.5"])
+    result = json.loads((tmp_path / "out" / "codec_eval.json").read_text())
+    assert (tmp_path / "out" / "reconstruction.png").stat().st_size > 10_000
+    floor = [score for score in result["per_clip"] if score["system"] == "other clip"]
+    assert [Path(score["clip"]).name for score in floor] == ["a.wav", "b.wav"]
+    # Partials of A (A, A, E, A, C#) against those of Eb (Eb, Eb, Bb, Eb, G): measured 0.07.
+    assert all(score["chroma_cosine"] < 0.2 for score in floor)
+    rows = {row["system"]: row for row in result["average"]}
+    assert rows["other clip"]["clips"] == 2 and rows["reference"]["chroma_cosine"] == pytest.approx(1.0)
+
+    # 0.4 s windows: two per 1 s file, each a clip of its own; the floor of a's second window is a's first.
+    main(["--checkpoint", str(tmp_path / "codec"), "--audio", str(tmp_path), "--no-visqol", "--no-opus",
+          "--out", str(tmp_path / "windows"), "--window-seconds", "0.4"])
+    result = json.loads((tmp_path / "windows" / "codec_eval.json").read_text())
+    clips = [Path(score["clip"]).name for score in result["per_clip"] if score["system"] == "codec"]
+    assert clips == ["a.wav@0", "a.wav@0.4", "b.wav@0", "b.wav@0.4"]
+    floor = {Path(score["clip"]).name: score["chroma_cosine"] for score in result["per_clip"]
+             if score["system"] == "other clip"}
+    assert floor["a.wav@0.4"] > 0.99 and floor["b.wav@0"] < 0.2
+    with pytest.raises(SystemExit, match="longer than every file"):
+        main(["--checkpoint", str(tmp_path / "codec"), "--audio", str(tmp_path), "--no-visqol", "--no-opus",
+              "--out", str(tmp_path / "bad"), "--window-seconds", "2"])

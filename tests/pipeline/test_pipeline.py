@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from builders import build_codec, build_conditioner, build_lm, build_lm_training, build_pattern
+from codec.backends.config import CodecBackendConfig
 from conditioners.attributes import WavCondition
 from data.audio import limit_peak, write_wav
 from lit.lm_module import BatchConditioner, LMLightningModule
@@ -138,6 +139,20 @@ def test_streamed_chunks_equal_the_offline_decode(export):
     eights = [chunk.audio for chunk in pipeline.stream(CAPTIONS[:3], duration=0.4, seeds=[1, 2, 3], chunk_frames=8)]
     assert [chunk.shape[-1] // pipeline.codec.hop_length for chunk in eights] == [8, 8, 8, 6]  # 30 frames
     assert (torch.cat(eights, dim=-1) - offline.audio).abs().max() < 1e-5
+
+
+def test_the_time_major_codec_backend_generates_and_streams_the_reference_audio(export):
+    reference = load(export, temperature=1.0, top_k=250, cfg_coef=3.0)
+    fast = GenerationPipeline.load(export, generation=GenerationConfig(temperature=1.0, top_k=250, cfg_coef=3.0),
+                                   codec_backend=CodecBackendConfig(kind="time_major"))
+    assert fast.codec is not reference.codec and type(fast.codec.decoder) is not type(reference.codec.decoder)
+    offline = reference.generate(CAPTIONS[:2], duration=0.4, seeds=[1, 2])
+    generated = fast.generate(CAPTIONS[:2], duration=0.4, seeds=[1, 2])
+    assert torch.equal(generated.codes, offline.codes)
+    assert (generated.audio - offline.audio).abs().max() < 1e-5
+    streamed = torch.cat([chunk.audio for chunk in fast.stream(CAPTIONS[:2], duration=0.4, seeds=[1, 2],
+                                                               chunk_frames=1)], dim=-1)
+    assert (streamed - offline.audio).abs().max() < 1e-5
 
 
 def test_streaming_a_continuation_yields_its_frames_first(export):
