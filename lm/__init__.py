@@ -16,4 +16,5 @@ Files, in data-flow order: patterns.py (codes [B, K, T] <-> sequence [B, K, S]),
 transformer.py, lm.py (LMConfig, LMModel), sampling.py, generator.py (the decode loop, CFG, long-form windows).
 They are the reference path: eager, SDPA, a plain KV cache. backends/ makes faster copies of a model for decoding
 (int8 or fp16 weights, torch.compile, an int8 KV cache), swapping modules on the copy from outside.
+lora.py adds LoRA adapters (through PEFT) to an LM for fine-tuning, saves, loads and merges them.
 """
