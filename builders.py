@@ -22,6 +22,7 @@ from lit.lm_module import WEIGHTS_FILE, LMTrainingConfig
 from lm.backends.config import DecodeBackendConfig
 from lm.generator import GenerationConfig
 from lm.lm import LMConfig, LMModel
+from lm.lora import LoRAConfig, apply_lora
 from lm.patterns import PatternConfig, PatternProvider, make_pattern
 
 
@@ -104,6 +105,28 @@ def init_from_export(module: torch.nn.Module, cfg: DictConfig) -> None:
         raise ValueError(f"init_from={cfg.init_from}: its weights do not fit this run's conditioner or LM: "
                          f"{wrong[:10]}")
     module.load_state_dict(weights)
+
+
+def build_lora(cfg: DictConfig) -> LoRAConfig | None:
+    """`lora:` (configs/lora/) -> its LoRAConfig, or None for a run without adapters. Adapters fine-tune a trained
+    LM, so `lora` needs `stage=lm` and `init_from`; a missing one, or a bad lora key, is refused here, before any
+    model is built."""
+    if cfg.lora is None:
+        return None
+    if cfg.stage != "lm" or cfg.init_from is None:
+        raise ValueError(f"lora is set but stage={cfg.stage} init_from={cfg.init_from}: LoRA adapters fine-tune a "
+                         f"trained LM: give stage=lm and init_from=DIR (an LM export)")
+    try:
+        return LoRAConfig(**plain(cfg.lora))
+    except TypeError as error:  # an unknown key
+        raise ValueError(f"lora: {error} (keys: rank, alpha, dropout, targets)") from None
+
+
+def add_lora(module: torch.nn.Module, config: LoRAConfig) -> None:
+    """Freeze the whole LM module (the LM and the conditioner's projections) and put LoRA adapters on its LM
+    (`module.model`): the adapters are then its only trainable parameters."""
+    module.requires_grad_(False)
+    apply_lora(module.model, config)
 
 
 def resolve_bundled_paths(cfg: DictConfig, directory: Path) -> None:

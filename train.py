@@ -3,11 +3,13 @@
     python train.py stage=codec experiment=demo
     python train.py stage=lm experiment=demo
     python train.py stage=lm experiment=demo resume=true hydra.run.dir=outputs/demo/lm   # continue a killed run
+    python train.py stage=lm experiment=finetune_lora init_from=outputs/demo/lm          # LoRA on a trained LM
     python train.py -m stage=lm experiment=demo lm.pattern.kind=delay,parallel           # a sweep
 
 The run directory (Hydra's output dir) holds the resolved config, TensorBoard logs (tensorboard/), Lightning
 checkpoints (checkpoints/: periodic and last.ckpt, written atomically) and, at the end, export/: the weights as
-safetensors with the resolved config beside them.
+safetensors with the resolved config beside them (a LoRA run, `lora` set: the merged LM, and the adapter alone in
+export/adapter/, docs/finetune.md).
 """
 import logging
 import sys
@@ -21,12 +23,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from builders import (
+    add_lora,
     build_codec,
     build_codec_loss,
     build_conditioner,
     build_generation,
     build_lm,
     build_lm_training,
+    build_lora,
     build_pattern,
     build_segment_datasets,
     build_token_datasets,
@@ -37,12 +41,16 @@ from data.datasets import collate_segments, collate_token_windows
 from lit.callbacks import StepSeed, ValidationSamples
 from lit.codec_module import CodecModule
 from lit.datamodule import StreamDataModule
-from lit.lm_module import BatchConditioner, LMLightningModule
+from lit.lm_module import ADAPTER_DIRECTORY, BatchConditioner, LMLightningModule
+from lm.lora import adapter_size
 
 logger = logging.getLogger(__name__)
 
 
 def build_stage(cfg: DictConfig) -> tuple[pl.LightningModule, StreamDataModule]:
+    """The stage's Lightning module and data. With `lora` set, the LM gets adapters after `init_from`'s weights
+    are loaded and before a resumed checkpoint is (trainer.fit), so the checkpoint's lora_ keys find their modules."""
+    lora = build_lora(cfg)
     if cfg.stage == "codec":
         module = CodecModule(build_codec(cfg), build_codec_loss(cfg))
         (train, valid), collate = build_segment_datasets(cfg), collate_segments
@@ -51,6 +59,8 @@ def build_stage(cfg: DictConfig) -> tuple[pl.LightningModule, StreamDataModule]:
                                    conditioner=BatchConditioner(build_conditioner(cfg)))
         if cfg.init_from is not None:
             init_from_export(module, cfg)
+        if lora is not None:
+            add_lora(module, lora)
         (train, valid), collate = build_token_datasets(cfg), collate_token_windows
     else:
         raise ValueError(f"stage must be 'codec' or 'lm', got {cfg.stage!r}")
@@ -102,6 +112,12 @@ def export(module: pl.LightningModule, cfg: DictConfig, directory: Path) -> None
         module.save(directory)
     OmegaConf.save(cfg, directory / "train_config.yaml", resolve=True)
     logger.info("exported %s to %s", cfg.stage, directory)
+    if cfg.stage == "lm" and cfg.lora is not None:
+        adapter = directory / ADAPTER_DIRECTORY
+        size = sum(path.stat().st_size for path in adapter.iterdir())
+        counts = adapter_size(module.model)
+        logger.info("adapter in %s: %d bytes, %d parameters (%.2f%% of the LM's)", adapter, size, counts.adapter,
+                    100 * counts.fraction)
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")

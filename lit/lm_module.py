@@ -5,6 +5,7 @@ ConditionTensors; absent or None = unconditional), or, when a `conditioner` is g
 `conditioner(batch, seq_len=S)`: a module there (BatchConditioner around a conditioners.ConditionProvider, which
 applies its own CFG dropout in training) is a submodule, so its parameters train and are checkpointed with the LM.
 """
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,10 +21,12 @@ from conditioners.attributes import ConditioningAttributes
 from conditioners.conditioner import ConditionProvider
 from conditioners.tensors import ConditionTensors
 from lm.lm import LMModel
+from lm.lora import merge_adapter, save_adapter
 from lm.patterns import PatternProvider
 
 
 WEIGHTS_FILE = "lm.safetensors"
+ADAPTER_DIRECTORY = "adapter"  # beside WEIGHTS_FILE when the LM carries LoRA adapters (lm.lora)
 
 
 @dataclass
@@ -120,10 +123,18 @@ class LMLightningModule(LightningModule):
 
     def save(self, directory: str | Path) -> None:
         """The LM's and the conditioner's trainable weights as safetensors (builders.load_lm_export reads them;
-        frozen text encoders are loaded from their own source)."""
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        state = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
-        save_file(state, Path(directory) / WEIGHTS_FILE)
+        frozen text encoders are loaded from their own source). An LM with LoRA adapters is saved merged, a plain
+        LM's keys, from a copy (the trained LM keeps its adapters), and the adapter alone goes to
+        ADAPTER_DIRECTORY in PEFT's layout (lm.lora.save_adapter)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        if hasattr(self.model, "peft_config"):
+            save_adapter(self.model, directory / ADAPTER_DIRECTORY)
+            merged = merge_adapter(copy.deepcopy(self.model)).state_dict()
+            state = {**{name: tensor for name, tensor in state.items() if not name.startswith("model.")},
+                     **{f"model.{name}": tensor for name, tensor in merged.items()}}
+        save_file({name: tensor.detach().contiguous() for name, tensor in state.items()}, directory / WEIGHTS_FILE)
 
     def configure_optimizers(self):
         config = self.training_config

@@ -89,7 +89,7 @@ def apply_lora(lm: LMModel, config: LoRAConfig, name: str = "default") -> LMMode
                              f"{TARGET_GROUPS[target]!r}; e.g. cross_attention needs lm.model.cross_attention=true)")
     peft_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                              target_modules=config.target_pattern(), bias="none")
-    return inject_adapter_in_model(peft_config, lm, adapter_name=name)
+    return inject_adapter_in_model(peft_config, lm, adapter_name=name).train(lm.training)  # new modules: lm's mode
 
 
 def trainable_parameters(lm: LMModel) -> list[torch.nn.Parameter]:
@@ -131,8 +131,8 @@ def save_adapter(lm: LMModel, directory: str | Path, name: str = "default") -> N
 
 
 def load_adapter(base_lm: LMModel, directory: str | Path, name: str = "default") -> LMModel:
-    """Put the adapter saved in `directory` on `base_lm` (in place) under `name` and make it the active one.
-    Refuses an adapter whose base fingerprint is not `base_lm`'s."""
+    """Put the adapter saved in `directory` on `base_lm` (in place) under `name` and make it the active one, in
+    `base_lm`'s train/eval mode. Refuses an adapter whose base fingerprint is not `base_lm`'s."""
     directory = Path(directory)
     missing = [file for file in (CONFIG_FILE, WEIGHTS_FILE, FINGERPRINT_FILE) if not (directory / file).is_file()]
     if missing:
@@ -150,7 +150,7 @@ def load_adapter(base_lm: LMModel, directory: str | Path, name: str = "default")
         raise ValueError(f"adapter {directory} does not fit this LM: unexpected {result.unexpected_keys[:5]}, "
                          f"missing {unloaded[:5]}")
     use_adapters(base_lm, {name: 1.0})
-    return base_lm
+    return base_lm.train(base_lm.training)  # the new LoRA modules (their dropout) take the LM's mode: eval stays eval
 
 
 def use_adapters(lm: LMModel, weights: dict[str, float]) -> None:

@@ -360,29 +360,26 @@ def time_major_layers(layers: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*converted)
 
 
-class TimeMajorEncoder(StreamingModule[None]):
-    """codec.seanet.SEANetEncoder, time-major inside: wav [B, C, T] -> latents [B, D, F] (a view of [B, F, D])."""
+class TimeMajorSEANet(StreamingModule[None]):
+    """The layers of a SEANet encoder or decoder, time-major: [B, T, C] -> [B, T', C'] (subclasses transpose)."""
 
-    def __init__(self, reference: SEANetEncoder) -> None:
+    def __init__(self, reference: SEANetEncoder | SEANetDecoder) -> None:
         super().__init__()
         if reference.padding_convention != "encodec":
-            raise ValueError(f"the time-major encoder pads as EnCodec does; padding_convention "
+            raise ValueError(f"the time-major SEANet pads and trims as EnCodec does; padding_convention "
                              f"{reference.padding_convention!r} is not supported")
         self.layers = time_major_layers(reference.layers)
+
+
+class TimeMajorEncoder(TimeMajorSEANet):
+    """codec.seanet.SEANetEncoder, time-major inside: wav [B, C, T] -> latents [B, D, F] (a view of [B, F, D])."""
 
     def forward(self, wav: Tensor) -> Tensor:
         return self.layers(wav.transpose(1, 2)).transpose(1, 2)
 
 
-class TimeMajorDecoder(StreamingModule[None]):
+class TimeMajorDecoder(TimeMajorSEANet):
     """codec.seanet.SEANetDecoder, time-major inside: latents [B, D, F] -> wav [B, C, F * hop_length]."""
-
-    def __init__(self, reference: SEANetDecoder) -> None:
-        super().__init__()
-        if reference.padding_convention != "encodec":
-            raise ValueError(f"the time-major decoder trims as EnCodec does; padding_convention "
-                             f"{reference.padding_convention!r} is not supported")
-        self.layers = time_major_layers(reference.layers)
 
     def forward(self, latents: Tensor) -> Tensor:
         return self.layers(latents.transpose(1, 2).contiguous()).transpose(1, 2)
