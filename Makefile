@@ -6,9 +6,11 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: install test demo bench notebooks clean
 
-# System packages: a General-MIDI SoundFont (the default dataset), ffmpeg with libopus (the Opus baseline) and ninja
-# (torch builds the int8 KV-cache attention kernel with it, lm/backends/int8_cache.py).
-SYSTEM_PACKAGES := timgm6mb-soundfont ffmpeg ninja-build
+# System packages: a General-MIDI SoundFont (the default dataset), ffmpeg with libopus (the Opus baseline), ninja
+# (torch builds the int8 KV-cache attention kernel with it, lm/backends/int8_cache.py) and chromium (Playwright drives
+# it in tests/serve/test_browser.py; Playwright's own browser download needs the internet); espeak-ng and wamerican
+# (the speech default's voices and word list, data/build_speech.py).
+SYSTEM_PACKAGES := timgm6mb-soundfont ffmpeg ninja-build chromium espeak-ng wamerican
 
 $(INSTALLED): pyproject.toml
 	dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \

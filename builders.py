@@ -83,13 +83,18 @@ def init_from_export(module: torch.nn.Module, cfg: DictConfig) -> None:
     """Start an LM run from an export's weights (`init_from=DIR`: a training run, or what interop.convert wrote).
 
     The run's config must describe the same model: every `lm.model` key and the pattern are compared, and a
-    difference is refused naming the key and both values, before any weight is copied.
+    difference is refused naming the key and both values, before any weight is copied. activation_checkpointing
+    is not compared: it changes how training keeps activations, not the model.
     """
-    directory = lm_export_directory(cfg.init_from)
+    try:
+        directory = lm_export_directory(cfg.init_from)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"init_from={cfg.init_from}: {error}") from None
     source, weights_file = OmegaConf.load(directory / "train_config.yaml"), directory / WEIGHTS_FILE
     ours, theirs = LMConfig(**plain(cfg.lm.model)), LMConfig(**plain(source.lm.model))
     differences = [f"lm.model.{field.name}={getattr(ours, field.name)!r} (checkpoint: {getattr(theirs, field.name)!r})"
-                   for field in fields(LMConfig) if getattr(ours, field.name) != getattr(theirs, field.name)]
+                   for field in fields(LMConfig) if field.name != "activation_checkpointing"
+                   and getattr(ours, field.name) != getattr(theirs, field.name)]
     for key in ("kind", "delays", "flattening", "group_by"):
         if cfg.lm.pattern.get(key) != source.lm.pattern.get(key):
             differences.append(f"lm.pattern.{key}={cfg.lm.pattern.get(key)!r} (checkpoint: "

@@ -5,6 +5,7 @@
 
     python generate.py checkpoint=RUN prompts='["a", "b"]' seeds='[7, 8]' negative='["drums", null]'
     python generate.py checkpoint=RUN prompts='["a"]' stream=true     # each WAV grows while it is generated
+    python generate.py checkpoint=BASE adapters='[RUN/export/adapter]' prompts='["a"]'   # a LoRA fine-tune on BASE
 
 Writes one WAV, its codes (.npy, [K, T]) and a spectrogram PNG per prompt, and generation.json (every parameter,
 the checkpoint and each file's seed) to out_dir. Each file depends on its own prompt and seed only, so
@@ -99,7 +100,8 @@ def generate(cfg: DictConfig) -> Path:
     melody = None if cfg.melody is None else WavCondition(*read_audio(cfg.melody))
     continuation = None if cfg.continuation is None else read_audio(cfg.continuation)
     pipeline = GenerationPipeline.load(cfg.checkpoint, pick_device(cfg.device), cfg.codec_dir, generation,
-                                       build_decode_backend(cfg), build_codec_backend(cfg))
+                                       build_decode_backend(cfg), build_codec_backend(cfg), list(cfg.adapters),
+                                       None if cfg.adapter_weights is None else list(cfg.adapter_weights))
     pipeline.check(len(prompts), cfg.duration, melody, continuation, seeds, negative)  # before anything is written
     if cfg.stream:
         pipeline.check_streams()

@@ -9,6 +9,7 @@ Each item's tokens are a function of its own conditions, seed and the generation
 comes from a generator seeded with its seed, and its guidance branch is its own null (or negative) condition, so
 it does not matter what else shares the batch.
 """
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,10 +24,12 @@ from codec.backends.config import with_backend as with_codec_backend
 from codec.codec import Codec
 from conditioners.attributes import ConditioningAttributes, WavCondition
 from conditioners.conditioner import ConditionProvider
+from conditioners.tensors import ConditionTensors
 from data.audio import convert_audio
 from lm.backends.config import DecodeBackendConfig, with_backend
 from lm.generator import GenerationConfig, LMGenerator
 from lm.lm import LMModel
+from lm.lora import merge_adapters
 from lm.patterns import PatternProvider
 
 Prompt = str | ConditioningAttributes | None  # a caption, full attributes, or None for the unconditional output
@@ -68,11 +71,15 @@ class GenerationPipeline:
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", codec_dir: str | Path | None = None,
              generation: GenerationConfig | None = None, backend: DecodeBackendConfig | None = None,
-             codec_backend: CodecBackendConfig | None = None) -> "GenerationPipeline":
-        """An LM export (run directory or export/) and its codec (the one it was trained on unless `codec_dir`)."""
+             codec_backend: CodecBackendConfig | None = None, adapters: Sequence[str | Path] = (),
+             adapter_weights: Sequence[float] | None = None) -> "GenerationPipeline":
+        """An LM export (run directory or export/) and its codec (the one it was trained on unless `codec_dir`).
+        adapters: LoRA adapter directories merged into the LM, each scaled by its adapter_weights entry (lm.lora)."""
         from builders import load_lm_export  # here, not at the top: builders imports lit/, which imports this module
 
         lm, pattern, conditioner, train_cfg = load_lm_export(checkpoint, device)
+        if adapters or adapter_weights is not None:
+            lm = merge_adapters(lm, adapters, adapter_weights).eval()
         codec_dir = Path(codec_dir or train_cfg.codec_dir).resolve()
         pipeline = cls(lm, pattern, conditioner, Codec.load(codec_dir, device=device), generation or GenerationConfig(),
                        backend, codec_backend)
@@ -124,8 +131,10 @@ class GenerationPipeline:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.check_streams()
         decoded = 0
+        code_stream = self._code_stream(prompts, duration, melody, continuation, seeds, negative, progress)
+        first = next(code_stream)  # encodes the continuation, which must not happen in the codec's streaming mode
         with self.codec.streaming(len(prompts)):
-            for codes, final in self._code_stream(prompts, duration, melody, continuation, seeds, negative, progress):
+            for codes, final in itertools.chain([first], code_stream):
                 if final - decoded >= chunk_frames or (final == codes.shape[-1] and final > decoded):
                     chunk = codes[:, :, decoded:final]
                     yield StreamChunk(audio=self.codec.decode(chunk).float().cpu(), codes=chunk.clone())
@@ -139,16 +148,22 @@ class GenerationPipeline:
         B, num_frames = len(prompts), self.num_frames(duration)
         seeds = self._seeds(seeds, B)
         self.check(B, duration, melody, continuation, seeds, negative)
+        conditions, negative_conditions = self.conditions(prompts, num_frames, melody, negative)
+        generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+        yield from self.generator.stream(num_frames, conditions, prompt=self._prompt(continuation, B, num_frames),
+                                         generator=generators, progress=progress, negative=negative_conditions)
+
+    def conditions(self, prompts: Sequence[Prompt], num_frames: int, melody: WavCondition | None = None,
+                   negative: Sequence[str | None] | None = None) -> tuple[ConditionTensors, ConditionTensors | None]:
+        """The LM's conditions [B, ...] for `prompts` and those of their negative captions (None without), computed
+        in one conditioner call as `generate` does (the serve batcher conditions its rows with it)."""
+        B = len(prompts)
         attributes = [self._attributes(prompt, melody) for prompt in prompts]
         if negative is not None:
             attributes += [ConditioningAttributes(text={} if text is None else {"description": text})
                            for text in negative]
         conditions = self.conditioner(attributes, seq_len=self.pattern.get_pattern(num_frames).num_steps)
-        negative_conditions = None if negative is None else conditions.rows(slice(B, 2 * B))
-        generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
-        yield from self.generator.stream(num_frames, conditions.rows(slice(0, B)),
-                                         prompt=self._prompt(continuation, B, num_frames), generator=generators,
-                                         progress=progress, negative=negative_conditions)
+        return conditions.rows(slice(0, B)), None if negative is None else conditions.rows(slice(B, 2 * B))
 
     @staticmethod
     def _seeds(seeds: Sequence[int] | None, count: int) -> list[int]:

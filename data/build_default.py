@@ -276,12 +276,16 @@ def build_default(config: DefaultDataConfig) -> dict:
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "default.yaml"
 
 
-def load_build_config(path: str | Path = DEFAULT_CONFIG, **overrides) -> DefaultDataConfig:
-    """The `build:` section of a data config, with keyword overrides (None values are ignored)."""
+def load_build_config(path: str | Path = DEFAULT_CONFIG, programs: list[int] | None = None,
+                      **overrides) -> DefaultDataConfig:
+    """The `build:` section of a data config, with keyword overrides (None values are ignored). `programs` replaces
+    every style's instruments: a subset played on other instruments (docs/finetune.md renders one for a fine-tune)."""
     from omegaconf import OmegaConf
 
     section = OmegaConf.to_container(OmegaConf.load(path), resolve=True)["build"]
     section.update({key: value for key, value in overrides.items() if value is not None})
+    if programs is not None:
+        section["styles"] = [{**style, "programs": list(programs)} for style in section["styles"]]
     return DefaultDataConfig(**section)
 
 
@@ -293,12 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-rate", type=int, choices=(24000, 32000))
     parser.add_argument("--minutes", type=float, help="total audio to render")
     parser.add_argument("--workers", type=int, help="render processes")
+    parser.add_argument("--programs", type=int, nargs="+", help="GM programs every style is played on instead of "
+                        "its own (e.g. 21: accordion only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     started = time.perf_counter()
     try:
         config = load_build_config(args.config, out=args.out, seed=args.seed, sample_rate=args.sample_rate,
-                                   minutes=args.minutes, workers=args.workers)
+                                   minutes=args.minutes, workers=args.workers, programs=args.programs)
         summary = build_default(config)
     except (ImportError, FileExistsError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

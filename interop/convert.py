@@ -2,6 +2,7 @@
 
     python -m interop.convert SRC --out DIR                 # HF MusicGen(-Melody) / EnCodec directory, or AudioCraft
     python -m interop.convert weights_24khz.pth --out DIR   # a DAC weights file -> codec export
+    python -m interop.convert snac_24khz --out DIR          # a SNAC directory -> SNACCodec directory (codec/snac.py)
     python -m interop.convert SRC --out DIR --codec CODEC   # AudioCraft folder whose codec is a `pretrained` redirect
     python -m interop.convert RUN --to hf --out DIR         # our LM export (or codec export) -> HF directory
 
@@ -27,6 +28,7 @@ FORMATS = {
     "lm_export": "a codeclm LM export (train_config.yaml and lm.safetensors, or a run directory with export/)",
     "codec_export": "a codeclm codec export (config.json and model.safetensors written by Codec.save)",
     "dac": "a DAC weights file (.pth with 'state_dict' and 'metadata', written by DAC.save(path, package=False))",
+    "snac": "a SNAC directory (config.json with snac.SNAC's arguments, 'vq_strides' among them, + pytorch_model.bin)",
 }
 
 
@@ -55,6 +57,8 @@ def detect_format(source: Path) -> str:
             return "hf_encodec"
         if "seanet" in config and "quantizer" in config:
             return "codec_export"
+        if "vq_strides" in config:  # SNAC's config.json is its constructor's arguments, with no model_type
+            return "snac"
         raise ConversionError(f"{config_file}: model_type {model_type!r} is none of 'musicgen', 'musicgen_melody', "
                               f"'encodec'")
     expected = "; ".join(FORMATS.values())
@@ -87,6 +91,9 @@ def convert(source: Path, out: Path, to: str | None = None, codec: Path | None =
         elif source_format == "dac":
             from interop.dac import convert_dac
             convert_dac(source, target)
+        elif source_format == "snac":
+            from interop.snac import convert_snac
+            convert_snac(source, target)
         elif source_format == "audiocraft":
             from interop.audiocraft import convert_audiocraft
             convert_audiocraft(source, target, codec=codec, text_encoder=text_encoder)

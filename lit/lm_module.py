@@ -1,5 +1,9 @@
 """Training the LM: cross-entropy per codebook over the valid pattern positions, AdamW, warmup + cosine schedule.
 
+Guards: a step whose loss or gradient norm is not finite (fp16 overflow, a bad batch, a too-high fine-tuning lr)
+changes nothing: its gradients are dropped before the optimizer sees them, so AdamW neither moves the weights nor
+updates its moments. Skips are counted (train/skipped_steps) and `max_consecutive_skips` in a row stop the run.
+
 Batch: {"codes": [B, K, T] long, ...}. The conditions come either from the batch (`batch["conditions"]`, a
 ConditionTensors; absent or None = unconditional), or, when a `conditioner` is given, from
 `conditioner(batch, seq_len=S)`: a module there (BatchConditioner around a conditioners.ConditionProvider, which
@@ -39,6 +43,9 @@ class LMTrainingConfig:
     warmup_steps: int = 4000
     total_steps: int = 1_000_000
     min_lr_ratio: float = 0.0
+    freeze_layers: int = 0  # the first N transformer blocks are not trained
+    freeze_embeddings: bool = False  # the code embeddings are not trained
+    max_consecutive_skips: int = 10  # non-finite steps in a row that stop the run
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -47,6 +54,10 @@ class LMTrainingConfig:
             raise ValueError(f"warmup_steps must be in [0, total_steps={self.total_steps}), got {self.warmup_steps}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.freeze_layers < 0:
+            raise ValueError(f"lm.training.freeze_layers must be >= 0, got {self.freeze_layers}")
+        if self.max_consecutive_skips < 1:
+            raise ValueError(f"lm.training.max_consecutive_skips must be >= 1, got {self.max_consecutive_skips}")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -81,6 +92,10 @@ class BatchConditioner(nn.Module):
         return self.provider(attributes, seq_len=seq_len)
 
 
+class NonFiniteTraining(RuntimeError):
+    """Raised when `max_consecutive_skips` steps in a row had a non-finite loss or gradient norm."""
+
+
 class LMLightningModule(LightningModule):
     def __init__(self, model: LMModel, pattern: PatternProvider, training: LMTrainingConfig,
                  conditioner: Callable[..., ConditionTensors] | None = None):
@@ -88,8 +103,16 @@ class LMLightningModule(LightningModule):
         if pattern.num_codebooks != model.config.num_codebooks:
             raise ValueError(f"pattern num_codebooks must equal the model's {model.config.num_codebooks}, "
                              f"got {pattern.num_codebooks}")
+        if training.freeze_layers > model.config.num_layers:
+            raise ValueError(f"lm.training.freeze_layers={training.freeze_layers} but the LM has "
+                             f"{model.config.num_layers} layers")
         self.model, self.pattern, self.training_config = model, pattern, training
         self.conditioner = conditioner
+        self.model.transformer.layers[:training.freeze_layers].requires_grad_(False)
+        if training.freeze_embeddings:
+            self.model.embedding.requires_grad_(False)
+        self.skipped_steps = self.consecutive_skips = 0  # non-finite steps: in all, and the current run of them
+        self.last_loss: torch.Tensor | None = None
 
     def losses(self, codes: torch.Tensor, conditions: ConditionTensors | None) -> tuple[torch.Tensor, torch.Tensor]:
         """codes [B, K, T] -> per-codebook cross-entropy [K] and accuracy [K] of predicting them."""
@@ -116,7 +139,37 @@ class LMLightningModule(LightningModule):
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        self.last_loss = loss.detach()
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Before clipping and the optimizer: drop the step's gradients if the loss or their norm is not finite."""
+        norms = [torch.linalg.vector_norm(p.grad.float()) for p in self.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        finite = bool(torch.isfinite(norm)) and (self.last_loss is None or bool(torch.isfinite(self.last_loss)))
+        if finite:
+            self.consecutive_skips = 0
+        else:
+            for parameter in self.parameters():
+                parameter.grad = None  # AdamW skips parameters without a gradient: no update, no moment change
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+        self.log("train/grad_norm", norm)
+        self.log("train/skipped_steps", float(self.skipped_steps))
+        if self.consecutive_skips >= self.training_config.max_consecutive_skips:
+            raise NonFiniteTraining(
+                f"{self.consecutive_skips} steps in a row (to step {self.global_step}) had a non-finite loss or "
+                f"gradient norm (last loss {float(self.last_loss):.4g}, gradient norm {float(norm):.4g}), the limit "
+                f"lm.training.max_consecutive_skips: lower lm.training.lr, set trainer.gradient_clip_val, or use "
+                f"trainer.precision=bf16-mixed instead of 16-mixed; resume=true continues from the last checkpoint")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["non_finite_steps"] = {"skipped": self.skipped_steps, "consecutive": self.consecutive_skips}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        counts = checkpoint.get("non_finite_steps", {"skipped": 0, "consecutive": 0})
+        self.skipped_steps, self.consecutive_skips = counts["skipped"], counts["consecutive"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 
 @dataclass
@@ -56,3 +57,62 @@ class KVCache:
             return F.scaled_dot_product_attention(queries, keys, values, is_causal=True)
         visible = torch.ones(N, past + N, dtype=torch.bool, device=queries.device).tril(diagonal=past)
         return F.scaled_dot_product_attention(queries, keys, values, attn_mask=visible)
+
+
+Rows = slice | Tensor  # rows of a batch or of a cache: a range (a view, no copy) or indices [n]
+
+
+def _rows(indices: list[int], device: torch.device) -> Rows:
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return slice(indices[0], indices[-1] + 1)
+    return torch.tensor(indices, device=device)
+
+
+@dataclass(frozen=True)
+class RowPositions:
+    """Where the rows of a continuous batch decode their next step (lm/row_batch.py): row b of the step's batch
+    is cache row slots[b] (given to `of`) and its new step takes position lengths[b] (its filled positions).
+
+    groups: (length, batch rows, their cache rows) for each distinct length: the rows that attend together; rows
+            that are consecutive both in the batch and in the cache are a slice, read without a copy.
+    """
+
+    lengths: Tensor  # [B] long
+    groups: tuple[tuple[int, Rows, Rows], ...]
+
+    @classmethod
+    def of(cls, slots: list[int], lengths: list[int], device: torch.device) -> "RowPositions":
+        groups = []
+        for length in sorted(set(lengths)):
+            rows = [index for index, other in enumerate(lengths) if other == length]
+            groups.append((length, _rows(rows, device), _rows([slots[index] for index in rows], device)))
+        return cls(lengths=torch.tensor(lengths, device=device), groups=tuple(groups))
+
+
+@dataclass
+class RowKVCache(KVCache):
+    """A cache whose rows are at different positions: continuous batching, where generations join and leave
+    between steps. Before each one-step decode the caller sets `rows` (the same `RowPositions` on every layer);
+    `write` and `attend` then ignore their `start` / `past` and use each row's own length.
+
+    Rows of equal length attend in one SDPA over exactly their filled prefix. One SDPA over the longest prefix with
+    a mask would be cheaper, but its softmax sums over a different length than the row's solo decode does, which
+    changes the last bits; grouped, each row's output is the one it gets decoding alone."""
+
+    rows: RowPositions | None = None
+
+    def write(self, keys: Tensor, values: Tensor, start: int) -> None:
+        """keys, values [B, H, 1, D / H] of the step at each row's position."""
+        if keys.shape[2] != 1 or self.rows is None:
+            raise ValueError(f"a RowKVCache writes one step per call after `rows` is set, got {keys.shape[2]} steps")
+        for length, rows, slots in self.rows.groups:
+            self.keys[slots, :, length] = keys[rows, :, 0]  # [n, H, D / H]
+            self.values[slots, :, length] = values[rows, :, 0]
+
+    def attend(self, queries: Tensor, past: int) -> Tensor:
+        """queries [B, H, 1, D / H] -> [B, H, 1, D / H]: each row attends to its positions 0 .. its length."""
+        out = torch.empty_like(queries)
+        for length, rows, slots in self.rows.groups:
+            out[rows] = F.scaled_dot_product_attention(queries[rows], self.keys[slots, :, :length + 1],
+                                                       self.values[slots, :, :length + 1])
+        return out

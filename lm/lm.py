@@ -31,6 +31,9 @@ class LMConfig:
     cross_attention_mask: bool = True
     positional: str = "sin"  # "sin": sinusoidal added at the input (MusicGen); "rope": rotary in self-attention
     max_period: float = 10000.0  # longest wavelength of the positional frequencies
+    # Recompute each block's activations in the backward pass instead of keeping them (training only; adds no
+    # weights, so a checkpoint loads with it on or off).
+    activation_checkpointing: bool = False
 
 
 @dataclass
@@ -69,7 +72,8 @@ class LMModel(nn.Module):
         self.register_buffer("offsets", torch.arange(K)[:, None] * (card + 1), persistent=False)  # [K, 1]
         self.transformer = Transformer(dim=D, num_heads=config.num_heads, num_layers=config.num_layers,
                                        ffn_dim=config.ffn_dim, cross_attention=config.cross_attention,
-                                       positional=config.positional, max_period=config.max_period)
+                                       positional=config.positional, max_period=config.max_period,
+                                       activation_checkpointing=config.activation_checkpointing)
         # K heads of [card, D] as one matrix: one matmul per step instead of K.
         self.heads = nn.Linear(D, K * card, bias=False)
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,21 @@ def use_adapters(lm: LMModel, weights: dict[str, float]) -> None:
         if isinstance(module, LoraLayer):
             for name, weight in weights.items():
                 module.set_scale(name, weight)
+
+
+def merge_adapters(lm: LMModel, directories: Sequence[str | Path], weights: Sequence[float] | None = None
+                   ) -> LMModel:
+    """`lm` plus the adapters saved in `directories` (each refused unless trained on `lm`), each update scaled by
+    its weight (None: 1.0 each), merged in place into a plain LMModel: what generate.py's `adapters=` and merge.py
+    use, so the decode backends and exports see an ordinary LM."""
+    weights = [1.0] * len(directories) if weights is None else list(weights)
+    if len(weights) != len(directories):
+        raise ValueError(f"adapter_weights must give one weight per adapter ({len(directories)}), got {len(weights)}")
+    names = [f"adapter{index}" for index in range(len(directories))]
+    for name, directory in zip(names, directories):
+        load_adapter(lm, directory, name=name)
+    use_adapters(lm, dict(zip(names, weights)))
+    return merge_adapter(lm)
 
 
 def merge_adapter(lm: LMModel) -> LMModel:

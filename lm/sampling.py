@@ -7,10 +7,19 @@ every token of the codebook, kept tokens or not, so a token's noise does not dep
 with one generator per batch item, an item's tokens depend on its own seed only, not on what shares the batch.
 """
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
 Generators = torch.Generator | Sequence[torch.Generator] | None  # one for the batch, or one per batch item
+
+
+class Sampling(NamedTuple):
+    """One row's sampling parameters (`sample`'s), for batches whose rows sample differently (`sample_rows`)."""
+
+    temperature: float
+    top_k: int
+    top_p: float
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
@@ -23,8 +32,10 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
         raise ValueError(f"top_p must be in [0, 1] (0 = off), got {top_p}")
 
 
-def guide(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, cfg_coef: float) -> torch.Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022): uncond + cfg_coef * (cond - uncond), on logits."""
+def guide(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, cfg_coef: float | torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022): uncond + cfg_coef * (cond - uncond), on logits.
+    cfg_coef: one scale, or one per row ([B, 1, 1] for logits [B, K, card]), which gives each row the value it
+    gets with its scale as a float."""
     return uncond_logits + cfg_coef * (cond_logits - uncond_logits)
 
 
@@ -63,3 +74,17 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
     noise = uniform.log_().neg_()
     choice = (probs / noise).argmax(dim=-1, keepdim=True)
     return choice.squeeze(-1) if indices is None else indices.gather(-1, choice).squeeze(-1)
+
+
+def sample_rows(logits: torch.Tensor, settings: Sequence[Sampling], generators: Sequence[torch.Generator]
+                ) -> torch.Tensor:
+    """logits [B, ..., card] -> tokens [B, ...], row b sampled with settings[b] and generators[b]: rows that share
+    their settings are sampled together, so each row's tokens are the ones `sample` gives it alone."""
+    if not len(settings) == len(generators) == logits.shape[0]:
+        raise ValueError(f"settings and generators must give one entry per row ({logits.shape[0]}), got "
+                         f"{len(settings)} and {len(generators)}")
+    tokens = torch.empty(logits.shape[:-1], dtype=torch.long, device=logits.device)
+    for setting in dict.fromkeys(settings):
+        rows = [index for index, other in enumerate(settings) if other == setting]
+        tokens[rows] = sample(logits[rows], *setting, generator=[generators[index] for index in rows])
+    return tokens

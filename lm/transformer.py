@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lm.attention import CrossAttention, CrossMemory, SelfAttention
 from lm.kv_cache import KVCache
@@ -65,13 +66,18 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(nn.Module):
+    """activation_checkpointing: in training with gradients and without caches, keep only each block's input and
+    recompute the block in the backward pass (Chen et al. 2016): activation memory drops from every block's saved
+    tensors to the block inputs plus one block's, for about one more forward pass. Decoding never checkpoints."""
+
     def __init__(self, dim: int, num_heads: int, num_layers: int, ffn_dim: int, cross_attention: bool,
-                 positional: str, max_period: float):
+                 positional: str, max_period: float, activation_checkpointing: bool = False):
         super().__init__()
         if positional not in POSITIONAL:
             raise ValueError(f"positional must be one of {POSITIONAL}, got {positional!r}")
         self.dim, self.num_heads = dim, num_heads
         self.positional, self.max_period = positional, max_period
+        self.activation_checkpointing = activation_checkpointing
         self.layers = nn.ModuleList(
             [TransformerBlock(dim, num_heads, ffn_dim, cross_attention) for _ in range(num_layers)]
         )
@@ -108,7 +114,12 @@ class Transformer(nn.Module):
             positions = self.positions(x.shape[1], x.dtype, x.device)
         if positions.additive is not None:
             x = x + positions.additive
+        checkpointing = self.activation_checkpointing and self.training and caches is None and torch.is_grad_enabled()
         for index, layer in enumerate(self.layers):
-            x = layer(x, memory=None if memories is None else memories[index],
-                      cache=None if caches is None else caches[index], past=past, rotary=positions.rotary)
+            memory, cache = None if memories is None else memories[index], None if caches is None else caches[index]
+            if checkpointing:
+                x = checkpoint(layer, x, memory=memory, cache=cache, past=past, rotary=positions.rotary,
+                               use_reentrant=False)
+            else:
+                x = layer(x, memory=memory, cache=cache, past=past, rotary=positions.rotary)
         return self.norm(x)

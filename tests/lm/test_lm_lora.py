@@ -180,7 +180,8 @@ def test_the_default_config_file_builds_a_lora_config():
 
     from omegaconf import OmegaConf
     path = Path(__file__).resolve().parents[2] / "configs" / "lora" / "default.yaml"
-    config = LoRAConfig(**OmegaConf.to_container(OmegaConf.load(path)))
+    config = LoRAConfig(**{key: value for key, value in OmegaConf.to_container(OmegaConf.load(path)).items()
+                           if key != "defaults"})  # the schema line (config_schema.py)
     assert (config.rank, config.alpha, config.dropout, config.targets) == (8, 16.0, 0.05,
                                                                             ["self_attention", "cross_attention"])
     lm = apply_lora(tiny_lm(), config)

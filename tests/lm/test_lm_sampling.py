@@ -4,7 +4,7 @@ import torch
 from lm.generator import GenerationConfig, LMGenerator
 from lm.lm import LMConfig, LMModel
 from lm.patterns import DelayPattern
-from lm.sampling import guide, sample
+from lm.sampling import Sampling, guide, sample, sample_rows
 
 
 def test_guidance_formula():
@@ -88,3 +88,23 @@ def test_invalid_generation_arguments_are_refused_by_name():
         generator.generate(4, batch_size=2, prompt=torch.zeros(1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="prompt"):
         generator.generate(4, prompt=torch.zeros(1, 2, 5, dtype=torch.long))
+
+
+def test_sample_rows_gives_each_row_what_sample_gives_it_alone():
+    logits = torch.randn(5, 4, 64, generator=torch.Generator().manual_seed(4)) * 3
+    settings = [Sampling(1.0, 8, 0.0), Sampling(0.7, 0, 0.9), Sampling(1.0, 8, 0.0), Sampling(0.0, 0, 0.0),
+                Sampling(1.3, 4, 0.5)]
+    tokens = sample_rows(logits, settings, [torch.Generator().manual_seed(seed) for seed in range(5)])
+    for row, setting in enumerate(settings):
+        alone = sample(logits[row:row + 1], *setting, generator=[torch.Generator().manual_seed(row)])
+        assert torch.equal(tokens[row:row + 1], alone), setting
+    shared = sample(logits, *settings[0], generator=[torch.Generator().manual_seed(seed) for seed in range(5)])
+    assert not torch.equal(tokens, shared)  # the settings matter
+
+
+def test_per_row_guidance_scale_equals_each_scale_alone():
+    cond, uncond = torch.randn(3, 4, 10), torch.randn(3, 4, 10)
+    scales = [3.0, 1.5, 2.7]
+    guided = guide(cond, uncond, torch.tensor(scales).view(3, 1, 1))
+    for row, scale in enumerate(scales):
+        assert torch.equal(guided[row], guide(cond, uncond, scale)[row])

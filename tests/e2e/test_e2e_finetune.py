@@ -1,10 +1,11 @@
-"""`train.py stage=lm experiment=finetune_lora init_from=DIR`: a LoRA fine-tune of a trained LM, end to end on
-synthetic demo-shaped tokens (no codec or audio needed: codec_dir=null).
+"""`train.py stage=lm experiment=finetune_lora|finetune_full init_from=DIR`: fine-tunes of a trained LM, end to end
+on synthetic demo-shaped tokens (no codec or audio needed: codec_dir=null).
 
 A base LM is trained for two steps, then fine-tuned with adapters for four. Checked: the optimizer held the adapters
 only and every base weight (LM and conditioner) is bit-identical afterwards, the export is the merged LM with the
 adapter in PEFT's layout beside it (base + adapter gives the merged LM's logits), a resumed LoRA run ends with the
-uninterrupted run's weights, and what is refused before training.
+uninterrupted run's weights, and what is refused before training. A full fine-tune with its first layer frozen
+trains the rest from the base's weights; an init_from of another shape is refused naming the key.
 """
 import json
 import shutil
@@ -134,9 +135,86 @@ def test_lora_without_init_from_or_with_bad_keys_is_refused_before_any_model_is_
     assert build_lora(compose(experiment="demo")) is None  # the root's lora: null
 
 
+def test_a_misspelled_lora_key_fails_at_compose_time():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="lora.rnak"):
+        compose("lora.rnak=4")
+
+
+def test_a_full_fine_tune_trains_from_the_base_with_its_first_layer_frozen(runs):
+    run_dir = runs["root"] / "full"
+    run("train.py", *lm_overrides(runs["tokens"], run_dir, max_steps=2), "experiment=finetune_full",
+        f"init_from={runs['base']}", "lm.training.freeze_layers=1", "lm.training.freeze_embeddings=true")
+    base = load_file(runs["base"] / "export" / "lm.safetensors")
+    tuned = load_file(run_dir / "export" / "lm.safetensors")
+    assert tuned.keys() == base.keys()  # a plain LM export
+    frozen = [name for name in base if name.startswith(("model.transformer.layers.0.", "model.embedding."))]
+    trained = [name for name in base if name.startswith(("model.transformer.layers.1.", "model.heads."))]
+    assert frozen and trained
+    assert all(torch.equal(base[name], tuned[name]) for name in frozen)
+    # started from the base: two steps at lr 1e-4 (warmup 1) move each weight by about 2e-4 at most
+    assert all(0 < (base[name] - tuned[name]).abs().max() < 1e-3 for name in trained)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("codec.quantizer.num_codebooks=2", r"lm.model.num_codebooks=2 \(checkpoint: 4\)"),
+    ("codec.quantizer.codebook_size=256", r"lm.model.card=256 \(checkpoint: 512\)"),
+    ("lm.model.dim=64", r"lm.model.dim=64 \(checkpoint: 128\)"),
+    ("lm.pattern.kind=parallel", r"lm.pattern.kind='parallel' \(checkpoint: 'delay'\)"),
+    ("conditioner=text_and_melody", r"its weights do not fit this run's conditioner or LM: \['conditioner"),
+])
+def test_an_init_from_of_another_shape_is_refused_naming_the_key(runs, override, message):
+    import train
+
+    with pytest.raises(ValueError, match=message):
+        train.build_stage(compose(f"init_from={runs['base']}", override, experiment="finetune_full"))
+
+
+def test_a_missing_init_from_is_refused_naming_it(tmp_path):
+    import train
+
+    with pytest.raises(FileNotFoundError, match=f"init_from={tmp_path}/nothing: .* is not an LM export"):
+        train.build_stage(compose(f"init_from={tmp_path}/nothing", experiment="finetune_full"))
+
+
 def test_lora_targets_that_match_no_module_are_refused():
     model = LMModel(LMConfig(num_codebooks=2, card=16, dim=32, num_heads=2, num_layers=1, ffn_dim=64,
                              cross_attention=False))
     module = LMLightningModule(model, DelayPattern(2), LMTrainingConfig(warmup_steps=0, total_steps=10))
     with pytest.raises(ValueError, match=r"lora.targets: 'cross_attention' matches no module"):
         add_lora(module, LoRAConfig(targets=["self_attention", "cross_attention"]))
+
+
+def test_merge_py_writes_the_base_with_the_adapter_merged(runs):
+    adapter = runs["finetune"] / "export" / "adapter"
+    out = runs["root"] / "merged"
+    run("merge.py", "--checkpoint", str(runs["base"]), "--adapters", str(adapter), "--out", str(out))
+    expected, actual = load_file(runs["finetune"] / "export" / "lm.safetensors"), load_file(out / "lm.safetensors")
+    assert expected.keys() == actual.keys()  # a plain LM export, conditioner included
+    assert max(float((expected[name] - actual[name]).abs().max()) for name in expected) < 1e-6
+    assert json.loads((out / "merge.json").read_text())["adapters"][0]["weight"] == 1.0
+
+    refused = run("merge.py", "--checkpoint", str(runs["finetune"]), "--adapters", str(adapter), "--out",
+                  str(runs["root"] / "refused"), check=False)  # the fine-tune's merged LM is another base
+    assert refused.returncode == 1 and "was trained on base" in refused.stderr
+    assert not (runs["root"] / "refused").exists()
+
+
+def test_adapters_in_the_pipeline_generate_what_the_merged_export_generates(runs):
+    from builders import build_codec
+    from pipeline import GenerationPipeline
+
+    codec_dir = runs["root"] / "codec"
+    torch.manual_seed(0)
+    build_codec(compose(experiment="demo")).save(codec_dir)
+    adapter = runs["finetune"] / "export" / "adapter"
+    request = dict(prompts=["piano", "organ"], duration=0.2, seeds=[3, 4])
+    base = GenerationPipeline.load(runs["base"], codec_dir=codec_dir).generate(**request).codes
+    tuned = GenerationPipeline.load(runs["finetune"], codec_dir=codec_dir).generate(**request).codes
+    adapted = GenerationPipeline.load(runs["base"], codec_dir=codec_dir, adapters=[adapter]).generate(**request).codes
+    assert torch.equal(adapted, tuned) and not torch.equal(adapted, base)
+    zeroed = GenerationPipeline.load(runs["base"], codec_dir=codec_dir, adapters=[adapter], adapter_weights=[0.0])
+    assert torch.equal(zeroed.generate(**request).codes, base)  # weight 0: the base's tokens
+    with pytest.raises(ValueError, match=r"adapter_weights must give one weight per adapter \(1\), got 2"):
+        GenerationPipeline.load(runs["base"], codec_dir=codec_dir, adapters=[adapter], adapter_weights=[1.0, 1.0])
