@@ -12,18 +12,26 @@ from safetensors.torch import load_file
 
 import config_schema  # noqa: F401  registers the config groups' schemas before anything composes
 from codec.backends.config import CodecBackendConfig
-from codec.codec import Codec, CodecConfig
+from codec.codec import Codec
+from codec.loading import build_codec as codec_from_config
+from codec.snac import SNACCodec
 from conditioners.conditioner import ConditionerConfig, ConditionProvider
 from data.datasets import SegmentConfig, SegmentDataset, TokenWindowConfig, TokenWindowDataset
 from data.manifest import read_manifest
 from data.token_shards import read_info
+from data.tts_dataset import TTSDataset, TTSSequenceConfig
 from lit.codec_module import CodecLossConfig
 from lit.lm_module import WEIGHTS_FILE, LMTrainingConfig
+from lit.tts_module import WEIGHTS_FILE as TTS_WEIGHTS_FILE
 from lm.backends.config import DecodeBackendConfig
 from lm.generator import GenerationConfig
+from lm.hf_tts_lm import HFTTSLM
 from lm.lm import LMConfig, LMModel
 from lm.lora import LoRAConfig, apply_lora
 from lm.patterns import PatternConfig, PatternProvider, make_pattern
+from lm.tts_format import TTSFormat, TTSFormatConfig
+from lm.tts_generator import TTSGenerationConfig
+from lm.tts_lm import TTSLM, TTSLMConfig
 
 
 def plain(node: DictConfig) -> dict:
@@ -31,8 +39,10 @@ def plain(node: DictConfig) -> dict:
     return OmegaConf.to_container(node, resolve=True)
 
 
-def build_codec(cfg: DictConfig) -> Codec:
-    return Codec(CodecConfig(**plain(cfg.codec)))
+def build_codec(cfg: DictConfig) -> Codec | SNACCodec:
+    """`codec:` -> a Codec (configs/codec/base.yaml and its presets) or, for a SNAC preset (configs/codec/snac_*.yaml),
+    a SNACCodec."""
+    return codec_from_config(plain(cfg.codec))
 
 
 def build_codec_loss(cfg: DictConfig) -> CodecLossConfig:
@@ -183,3 +193,49 @@ def build_token_datasets(cfg: DictConfig) -> tuple[TokenWindowDataset, TokenWind
             )
         datasets.append(TokenWindowDataset(str(folder), config))
     return tuple(datasets)
+
+
+def build_tts_format(cfg: DictConfig) -> TTSFormat:
+    return TTSFormat(TTSFormatConfig(**plain(cfg.tts.format)))
+
+
+def build_tts(cfg: DictConfig, tts_format: TTSFormat) -> TTSLM | HFTTSLM:
+    """`tts.model`'s TTSLM, or with `tts.hf_base` that Hugging Face LM with the format's vocabulary appended."""
+    if cfg.tts.get("hf_base") is not None:
+        return HFTTSLM.from_pretrained(cfg.tts.hf_base, vocab_size=tts_format.vocab_size)
+    return TTSLM(TTSLMConfig(**plain(cfg.tts.model)), vocab_size=tts_format.vocab_size)
+
+
+def build_tts_training(cfg: DictConfig) -> LMTrainingConfig:
+    return LMTrainingConfig(**plain(cfg.tts.training))
+
+
+def build_tts_generation(cfg: DictConfig) -> TTSGenerationConfig:
+    return TTSGenerationConfig(**plain(cfg.tts.generation))
+
+
+def build_tts_datasets(cfg: DictConfig, tts_format: TTSFormat) -> tuple[TTSDataset, TTSDataset]:
+    """TTS stage: whole utterances of the multi-rate tokens data.extract_tokens wrote, with their transcripts;
+    tokens of another codec layout than tts.format are refused."""
+    sequences = TTSSequenceConfig(**plain(cfg.tts.sequences))
+    return tuple(TTSDataset(str(Path(cfg.data.tokens_root) / split), tts_format, sequences, shuffle=split == "train")
+                 for split in ("train", "valid"))
+
+
+def load_tts_export(path: str | Path, device: torch.device | str = "cpu"
+                    ) -> tuple[TTSLM | HFTTSLM, TTSFormat, DictConfig]:
+    """A TTS run directory (or its export/) -> (model in eval mode, its format, the run's resolved config)."""
+    directory = Path(path)
+    if (directory / "export").is_dir():
+        directory = directory / "export"
+    if not ((directory / "train_config.yaml").is_file() and (directory / TTS_WEIGHTS_FILE).is_file()):
+        raise FileNotFoundError(f"checkpoint {path} is not a TTS export: train_config.yaml and {TTS_WEIGHTS_FILE} "
+                                f"are written to <run dir>/export by `train.py stage=tts`")
+    cfg = OmegaConf.load(directory / "train_config.yaml")
+    tts_format = build_tts_format(cfg)
+    if cfg.tts.get("hf_base") is not None:  # the architecture is in the export: the base directory is not needed
+        model = HFTTSLM.from_export(directory, vocab_size=tts_format.vocab_size)
+    else:
+        model = build_tts(cfg, tts_format)
+    model.load_state_dict(load_file(directory / TTS_WEIGHTS_FILE, device="cpu"))
+    return model.to(device).eval(), tts_format, cfg

@@ -2,6 +2,7 @@
 
     python train.py stage=codec experiment=demo
     python train.py stage=lm experiment=demo
+    python train.py stage=tts experiment=tts_demo                      # the text-to-speech LM on SNAC tokens
     python train.py stage=lm experiment=demo resume=true hydra.run.dir=outputs/demo/lm   # continue a killed run
     python train.py stage=lm experiment=finetune_lora init_from=outputs/demo/lm          # LoRA on a trained LM
     python train.py -m stage=lm experiment=demo lm.pattern.kind=delay,parallel           # a sweep
@@ -34,6 +35,10 @@ from builders import (
     build_pattern,
     build_segment_datasets,
     build_token_datasets,
+    build_tts,
+    build_tts_datasets,
+    build_tts_format,
+    build_tts_training,
     init_from_export,
     plain,
 )
@@ -42,6 +47,7 @@ from lit.callbacks import StepSeed, ValidationSamples
 from lit.codec_module import CodecModule
 from lit.datamodule import StreamDataModule
 from lit.lm_module import ADAPTER_DIRECTORY, BatchConditioner, LMLightningModule
+from lit.tts_module import TTSLightningModule
 from lm.lora import adapter_size
 
 logger = logging.getLogger(__name__)
@@ -62,8 +68,15 @@ def build_stage(cfg: DictConfig) -> tuple[pl.LightningModule, StreamDataModule]:
         if lora is not None:
             add_lora(module, lora)
         (train, valid), collate = build_token_datasets(cfg), collate_token_windows
+    elif cfg.stage == "tts":
+        if cfg.init_from is not None:
+            raise ValueError(f"init_from={cfg.init_from} is for stage=lm; stage=tts trains its model from scratch")
+        tts_format = build_tts_format(cfg)
+        module = TTSLightningModule(build_tts(cfg, tts_format), build_tts_training(cfg))
+        train, valid = build_tts_datasets(cfg, tts_format)
+        collate = train.collate
     else:
-        raise ValueError(f"stage must be 'codec' or 'lm', got {cfg.stage!r}")
+        raise ValueError(f"stage must be 'codec', 'lm' or 'tts', got {cfg.stage!r}")
     loader = cfg.data.loader
     return module, StreamDataModule(train, valid, loader.batch_size, loader.num_workers, collate_fn=collate)
 

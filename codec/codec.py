@@ -10,26 +10,23 @@ A causal codec streams: under `with codec.streaming(batch_size):`, `encode` and 
 chunks (a whole number of frames each) and return exactly what the offline call returns for those frames.
 """
 
-import json
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.nn.utils import parametrize
 
 from codec.istft_decoder import DecoderConfig, ISTFTDecoder
 from codec.rvq import QuantizerConfig, ResidualVectorQuantizer
 from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
+from codec.files import read_codec_files, save_codec_files
 from codec.streaming import StreamingModule
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -171,18 +168,12 @@ class Codec(StreamingModule[None]):
         return self.quantizer.stats()
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({name: tensor.contiguous() for name, tensor in self.state_dict().items()}, directory / WEIGHTS_FILE)
+        save_codec_files(self, self.config, directory)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Codec":
         """Rebuilds a saved codec in eval mode."""
-        directory = Path(directory)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: not a directory written by Codec.save")
-        codec = cls(CodecConfig(**json.loads((directory / CONFIG_FILE).read_text())))
-        codec.load_state_dict(load_file(directory / WEIGHTS_FILE, device=str(device)))
+        config, weights = read_codec_files(directory, CodecConfig, "Codec.save", device)
+        codec = cls(config)
+        codec.load_state_dict(weights)
         return codec.to(device).eval()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codec.vq import DEAD_CODE_MODES, FactorizedCodebook
+from codec.vq import DEAD_CODE_MODES, FactorizedCodebook, codebook_stats
 
 
 @dataclass
@@ -154,8 +154,4 @@ class MultiScaleResidualVectorQuantizer(nn.Module):
 
     def stats(self) -> dict[str, float]:
         """Per codebook: usage entropy in bits (log2(card) = uniform) and number of dead codes."""
-        stats = {}
-        for k, codebook in enumerate(self.codebooks):
-            stats[f"codebook_{k}/entropy_bits"] = codebook.usage_entropy_bits()
-            stats[f"codebook_{k}/dead_codes"] = float(codebook.dead_codes().sum())
-        return stats
+        return codebook_stats(self.codebooks)

@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from codec.vq import DEAD_CODE_MODES, EMACodebook, FactorizedCodebook
+from codec.vq import DEAD_CODE_MODES, EMACodebook, FactorizedCodebook, codebook_stats
 
 Lookup = Literal["ema", "factorized"]
 LOOKUPS = ("ema", "factorized")
@@ -138,8 +138,4 @@ class ResidualVectorQuantizer(nn.Module):
 
     def stats(self) -> dict[str, float]:
         """Per codebook: usage entropy in bits (log2(card) = uniform) and number of dead codes."""
-        stats = {}
-        for k, codebook in enumerate(self.codebooks):
-            stats[f"codebook_{k}/entropy_bits"] = codebook.usage_entropy_bits()
-            stats[f"codebook_{k}/dead_codes"] = float(codebook.dead_codes().sum())
-        return stats
+        return codebook_stats(self.codebooks)

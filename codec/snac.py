@@ -12,24 +12,21 @@ Unlike `Codec` (codec/codec.py), codes are a list of tensors of different length
 `config.json` + `model.safetensors`.
 """
 
-import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from codec.files import read_codec_files, save_codec_files
 from codec.multiscale_rvq import MultiScaleQuantizerConfig, MultiScaleResidualVectorQuantizer
 from codec.snac_generator import SNACDecoder, SNACEncoder
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -177,18 +174,12 @@ class SNACCodec(nn.Module):
         return self.quantizer.stats()
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({name: tensor.contiguous() for name, tensor in self.state_dict().items()}, directory / WEIGHTS_FILE)
+        save_codec_files(self, self.config, directory)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "SNACCodec":
         """Rebuilds a saved codec in eval mode."""
-        directory = Path(directory)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: not a directory written by SNACCodec.save")
-        codec = cls(SNACConfig(**json.loads((directory / CONFIG_FILE).read_text())))
-        codec.load_state_dict(load_file(directory / WEIGHTS_FILE, device=str(device)))
+        config, weights = read_codec_files(directory, SNACConfig, "SNACCodec.save", device)
+        codec = cls(config)
+        codec.load_state_dict(weights)
         return codec.to(device).eval()

@@ -254,3 +254,12 @@ class FactorizedCodebook(Codebook):
 
     def _set_codes(self, which: Tensor, vectors: Tensor) -> None:
         self.codebook.data[which] = vectors
+
+
+def codebook_stats(codebooks: nn.ModuleList) -> dict[str, float]:
+    """For logging: each codebook's usage entropy in bits (log2(card) = uniform use) and its number of dead codes."""
+    stats = {}
+    for k, codebook in enumerate(codebooks):
+        stats[f"codebook_{k}/entropy_bits"] = codebook.usage_entropy_bits()
+        stats[f"codebook_{k}/dead_codes"] = float(codebook.dead_codes().sum())
+    return stats

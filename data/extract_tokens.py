@@ -4,6 +4,9 @@
 
 Resumable: finished shards are kept and skipped, so rerunning the same command after an interruption only
 encodes what is missing. Files that cannot be read are skipped with a logged reason.
+
+A multi-scale codec (SNAC, codec/snac.py) writes the same [K, T] layout: its K levels of different lengths become
+the F slots of each coarse frame (`MultiRateFrames`), and tokens.json records how to get the levels back.
 """
 import argparse
 import logging
@@ -11,7 +14,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -20,6 +23,10 @@ from tqdm import tqdm
 from data.audio import AudioReadError, convert_audio, read_audio
 from data.manifest import AudioEntry, read_manifest, read_sidecar
 from data.token_shards import code_dtype, is_shard_complete, read_info, write_info, write_shard
+from lm.multirate import MultiRatePattern
+
+if TYPE_CHECKING:
+    from codec.snac import SNACCodec
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,31 @@ class AudioEncoder(Protocol):
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, K, F] long
         ...
+
+
+MULTIRATE_ORDER = "depth_first"  # slot order inside a coarse frame: Orpheus / VyvoTTS (lm/multirate.py)
+
+
+class MultiRateFrames:
+    """A multi-scale codec (codec.snac.SNACCodec: K levels of codes [B, T_q], T_q = T_c * strides[0] / strides[q])
+    as an AudioEncoder: `encode` gives the F slots of each coarse frame, [B, F, T_c] (lm/multirate.py
+    `to_frames`; F = 7 for strides [4, 2, 1]), so `num_codebooks` is F and `frame_rate` the coarse rate. The
+    levels come back with `MultiRatePattern(**tokens_info["multirate"]).from_frames(codes)`."""
+
+    def __init__(self, codec: "SNACCodec", order: str = MULTIRATE_ORDER):
+        self.codec = codec
+        self.pattern = MultiRatePattern(codec.strides, order)
+        self.sample_rate, self.channels, self.cardinality = codec.sample_rate, codec.channels, codec.cardinality
+        self.frame_rate = codec.frame_rate / codec.strides[0]
+        self.num_codebooks = self.pattern.frame_size
+
+    @property
+    def multirate(self) -> dict:
+        """What tokens.json records under `multirate`: MultiRatePattern's arguments."""
+        return {"strides": list(self.pattern.strides), "order": self.pattern.order}
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.pattern.to_frames(self.codec.encode(wav))  # [B, C, T] -> [B, F, T_c]
 
 
 @dataclass
@@ -54,8 +86,11 @@ def encode_file(codec: AudioEncoder, path: str, device: torch.device) -> np.ndar
 
 
 def codec_facts(codec: AudioEncoder) -> dict:
-    return {"sample_rate": codec.sample_rate, "channels": codec.channels, "frame_rate": codec.frame_rate,
-            "num_codebooks": codec.num_codebooks, "cardinality": codec.cardinality}
+    facts = {"sample_rate": codec.sample_rate, "channels": codec.channels, "frame_rate": codec.frame_rate,
+             "num_codebooks": codec.num_codebooks, "cardinality": codec.cardinality}
+    if isinstance(codec, MultiRateFrames):
+        facts["multirate"] = codec.multirate
+    return facts
 
 
 def extract_tokens(codec: AudioEncoder, entries: list[AudioEntry], out: str | Path, shard_size: int,
@@ -103,17 +138,20 @@ def extract_tokens(codec: AudioEncoder, entries: list[AudioEntry], out: str | Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--codec", type=Path, required=True, help="folder written by Codec.save")
+    parser.add_argument("--codec", type=Path, required=True, help="folder written by Codec.save or SNACCodec.save")
     parser.add_argument("--manifest", type=Path, required=True, help="manifest file or split folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder for shards")
     parser.add_argument("--shard-size", type=int, default=256, help="audio files per shard")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from codec.codec import Codec  # imported here so the library functions above need no codec package
+    from codec.loading import load_codec  # imported here so the library functions above need no codec package
+    from codec.snac import SNACCodec
 
     try:
-        codec = Codec.load(args.codec, device=args.device)
+        codec = load_codec(args.codec, device=args.device)
+        if isinstance(codec, SNACCodec):
+            codec = MultiRateFrames(codec)
         summary = extract_tokens(codec, read_manifest(args.manifest), args.out, shard_size=args.shard_size,
                                  device=args.device)
     except (FileNotFoundError, ValueError) as error:

@@ -31,7 +31,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 from transformers import EncodecConfig
 
-from codec.codec import CONFIG_FILE, WEIGHTS_FILE, Codec, CodecConfig
+from codec.codec import Codec, CodecConfig
+from codec.files import CONFIG_FILE, WEIGHTS_FILE
 from codec.conv import PAD_MODES, StreamableConvTranspose1d
 from codec.rvq import QuantizerConfig
 from codec.seanet import SEANetConfig

@@ -18,7 +18,8 @@ from torch import Tensor
 from transformers import GenerationConfig, MusicgenConfig
 
 from builders import lm_export_directory, resolve_bundled_paths
-from codec.codec import CONFIG_FILE as CODEC_CONFIG, WEIGHTS_FILE as CODEC_WEIGHTS, CodecConfig
+from codec.codec import CodecConfig
+from codec.files import CONFIG_FILE as CODEC_CONFIG, WEIGHTS_FILE as CODEC_WEIGHTS
 from interop.encodec import codec_config_from_hf, codec_config_to_hf, codec_state_from_hf, codec_state_to_hf
 from interop.export import (CONFIG_FILE, TEXT_ENCODER_DIR, TEXT_PROJECTION, TOKENIZER_FILES, LMExport,
                             write_text_encoder)

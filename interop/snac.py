@@ -40,7 +40,8 @@ from torch import Tensor
 
 from codec.local_attention import ROTARY_MAX_PERIOD
 from codec.multiscale_rvq import MultiScaleQuantizerConfig
-from codec.snac import CONFIG_FILE, WEIGHTS_FILE, SNACCodec, SNACConfig
+from codec.files import CONFIG_FILE, WEIGHTS_FILE
+from codec.snac import SNACCodec, SNACConfig
 from interop.encodec import WEIGHT_NORM_NAMES
 from interop.state import TORCH_FILE, ConversionError, check_state, load_torch_file, rename
 

@@ -6,9 +6,9 @@ Per training batch (after `adversarial_start_step` batches of reconstruction-onl
    turned into one gradient for the reconstructed waveform by the balancer (or a plain weighted sum), plus the
    quantizer's commitment and codebook losses with their plain weights.
 
-Validation logs reconstruction metrics at every bandwidth of the codec and, for the first validation batch (keep
-the validation loader unshuffled so these are the same clips every time), audio and spectrogram images to
-TensorBoard.
+Validation logs reconstruction metrics at every bandwidth of the codec (a multi-scale SNACCodec has one: every
+codebook is needed) and, for the first validation batch (keep the validation loader unshuffled so these are the
+same clips every time), audio and spectrogram images to TensorBoard.
 """
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from codec.losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
+from codec.snac import SNACCodec
 from eval.audio_metrics import si_sdr
 from eval.pitch import chroma_cosine
 from lit.callbacks import completed_batches
@@ -93,7 +94,7 @@ class CodecLossConfig:
 
 
 class CodecModule(pl.LightningModule):
-    def __init__(self, codec: Codec, loss: CodecLossConfig, logged_clips: int = 4):
+    def __init__(self, codec: Codec | SNACCodec, loss: CodecLossConfig, logged_clips: int = 4):
         """codec: the model to train; loss: losses, discriminators and optimiser; logged_clips: how many clips
         of the first validation batch go to TensorBoard as audio and spectrograms."""
         super().__init__()
@@ -190,7 +191,7 @@ class CodecModule(pl.LightningModule):
             "val/si_sdr": si_sdr(reconstruction, wav).mean(),
             "val/chroma_cosine": chroma_cosine(reconstruction, wav, self.codec.sample_rate).nanmean(),
         }
-        for kbps in self.codec.config.bandwidths:
+        for kbps in getattr(self.codec.config, "bandwidths", ()):  # SNACConfig has none: the metrics above
             codes = self.codec.encode(wav, self.codec.bandwidth_to_num_codebooks(kbps))  # [B, K', F]
             decoded = self.codec.decode(codes)[..., :T]
             logs[f"val/mel_{kbps:g}kbps"] = self.mel_loss(decoded, wav)

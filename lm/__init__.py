@@ -18,5 +18,6 @@ They are the reference path: eager, SDPA, a plain KV cache. backends/ makes fast
 (int8 or fp16 weights, torch.compile, an int8 KV cache), swapping modules on the copy from outside.
 lora.py adds LoRA adapters (through PEFT) to an LM for fine-tuning, saves, loads and merges them.
 Speech: multirate.py (multi-scale codes, one length per level <-> one stream in Orpheus order), tts_format.py
-(text + codes in one vocabulary: [SOH] text [EOT] [EOH] [SOS] audio [EOS], docs/tts_format.md).
+(text + codes in one vocabulary: [SOH] text [EOT] [EOH] [SOS] audio [EOS], docs/tts_format.md), tts_lm.py (the
+decoder-only TTS LM over that vocabulary), tts_generator.py (its decode loop, docs/tts_lm.md).
 """

@@ -51,7 +51,7 @@ class SpecialToken(IntEnum):
     END_OF_SPEECH = 5
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: OmegaConf makes a frozen dataclass's node read-only, and configs/tts/ override it
 class TTSFormatConfig:
     strides: tuple[int, ...] = (4, 2, 1)  # the codec's strides, coarse first (SNAC 24 kHz)
     card: int = 4096  # codes per codebook level

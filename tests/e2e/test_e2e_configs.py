@@ -15,12 +15,17 @@ def composed(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-@pytest.mark.parametrize("stage", ["codec", "lm"])
+STAGES = {"tts_demo": ["codec", "tts"]}  # the speech demo trains a TTS LM, not the MusicGen-style one
+
+
+@pytest.mark.parametrize("experiment, stage", [(experiment, stage) for experiment in EXPERIMENTS
+                                               for stage in STAGES.get(experiment, ["codec", "lm"])])
 def test_experiment_composes_and_resolves(experiment, stage):
     cfg = composed(f"experiment={experiment}", f"stage={stage}")
     assert cfg.stage == stage
-    assert cfg.lm.model.num_codebooks == cfg.codec.quantizer.num_codebooks
+    quantizer = cfg.codec.quantizer  # an RVQ's codebooks, or a multi-scale codec's slots per coarse frame
+    streams = quantizer.get("num_codebooks") or sum(quantizer.strides[0] // stride for stride in quantizer.strides)
+    assert cfg.lm.model.num_codebooks == streams
     assert cfg.lm.model.card == cfg.codec.quantizer.codebook_size
     assert cfg.conditioner.output_dim == cfg.lm.model.dim
 
