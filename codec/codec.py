@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 from codec.istft_decoder import DecoderConfig, ISTFTDecoder
 from codec.rvq import QuantizerConfig, ResidualVectorQuantizer
 from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
-from codec.files import read_codec_files, save_codec_files
+from codec.files import load_codec_files, save_codec_files
 from codec.streaming import StreamingModule
 
 
@@ -173,7 +173,4 @@ class Codec(StreamingModule[None]):
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Codec":
         """Rebuilds a saved codec in eval mode."""
-        config, weights = read_codec_files(directory, CodecConfig, "Codec.save", device)
-        codec = cls(config)
-        codec.load_state_dict(weights)
-        return codec.to(device).eval()
+        return load_codec_files(cls, CodecConfig, directory, device)

@@ -20,12 +20,15 @@ def save_codec_files(codec: nn.Module, config, directory: str | Path) -> None:
     save_file({name: tensor.contiguous() for name, tensor in codec.state_dict().items()}, directory / WEIGHTS_FILE)
 
 
-def read_codec_files(directory: str | Path, config_class: type, writer: str, device: str | torch.device
-                     ) -> tuple[object, dict[str, torch.Tensor]]:
-    """(config, weights on `device`) of a directory `writer` (e.g. "Codec.save") wrote; a missing file is refused."""
+def load_codec_files(codec_class: type, config_class: type, directory: str | Path, device: str | torch.device
+                     ) -> nn.Module:
+    """`codec_class(config)` with the weights of a directory `codec_class.save` wrote, on `device`, in eval mode; a
+    missing file is refused naming it."""
     directory = Path(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name} not found: not a directory written by {writer}")
-    config = config_class(**json.loads((directory / CONFIG_FILE).read_text()))
-    return config, load_file(directory / WEIGHTS_FILE, device=str(device))
+            raise FileNotFoundError(f"{directory / name} not found: not a directory written by "
+                                    f"{codec_class.__name__}.save")
+    codec = codec_class(config_class(**json.loads((directory / CONFIG_FILE).read_text())))
+    codec.load_state_dict(load_file(directory / WEIGHTS_FILE, device=str(device)))
+    return codec.to(device).eval()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from codec.files import read_codec_files, save_codec_files
+from codec.files import load_codec_files, save_codec_files
 from codec.multiscale_rvq import MultiScaleQuantizerConfig, MultiScaleResidualVectorQuantizer
 from codec.snac_generator import SNACDecoder, SNACEncoder
 
@@ -179,7 +179,4 @@ class SNACCodec(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "SNACCodec":
         """Rebuilds a saved codec in eval mode."""
-        config, weights = read_codec_files(directory, SNACConfig, "SNACCodec.save", device)
-        codec = cls(config)
-        codec.load_state_dict(weights)
-        return codec.to(device).eval()
+        return load_codec_files(cls, SNACConfig, directory, device)

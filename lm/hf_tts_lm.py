@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
+from lm.tts_lm import check_ids
+
 HF_CONFIG_DIRECTORY = "hf_config"  # beside tts.safetensors in an export: the extended base's architecture
 
 
@@ -81,7 +83,7 @@ class HFTTSLM(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [B, L] (right-padded, TTS ids) -> logits [B, L, V] over the TTS vocabulary."""
-        self._check_ids(ids)
+        check_ids(ids, self.vocab_size)
         logits = self.base(input_ids=ids + self.base_vocab, use_cache=False).logits  # [B, L, base_vocab + V]
         return logits[..., self.base_vocab:]
 
@@ -91,17 +93,10 @@ class HFTTSLM(nn.Module):
 
     def decode(self, ids: torch.Tensor, state: HFDecodeState) -> torch.Tensor:
         """ids [B, N] (the next N positions) -> logits [B, N, V], appending the positions to the cache."""
-        self._check_ids(ids)
+        check_ids(ids, self.vocab_size)
         N = ids.shape[1]
         if state.length + N > state.capacity:
             raise ValueError(f"KV cache capacity {state.capacity} exceeded: {state.length} filled + {N} new")
         logits = self.base(input_ids=ids + self.base_vocab, cache=state.cache, use_cache=True).logits
         state.length += N
         return logits[..., self.base_vocab:]  # [B, N, V]
-
-    def _check_ids(self, ids: torch.Tensor) -> None:
-        if ids.dim() != 2 or ids.dtype != torch.long:
-            raise ValueError(f"ids must be a 2-D long tensor [B, L], got {ids.dtype} {list(ids.shape)}")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(f"ids must lie in [0, vocab_size={self.vocab_size}), got [{int(ids.min())}, "
-                             f"{int(ids.max())}]")

@@ -18,6 +18,14 @@ from lm.lm import DecodeState
 from lm.transformer import Transformer
 
 
+def check_ids(ids: torch.Tensor, vocab_size: int) -> None:
+    """Refuse token ids that are not a [B, L] long tensor in [0, vocab_size), naming what they are."""
+    if ids.dim() != 2 or ids.dtype != torch.long:
+        raise ValueError(f"ids must be a 2-D long tensor [B, L], got {ids.dtype} {list(ids.shape)}")
+    if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(f"ids must lie in [0, vocab_size={vocab_size}), got [{int(ids.min())}, {int(ids.max())}]")
+
+
 @dataclass
 class TTSLMConfig:
     """Sizes of the TTS LM (configs/tts/*.yaml `model:`); the vocabulary size comes from the TTSFormat."""
@@ -55,7 +63,7 @@ class TTSLM(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [B, L] (right-padded) -> logits [B, L, V]; the logits at position i predict ids[i + 1]."""
-        self._check_ids(ids)
+        check_ids(ids, self.vocab_size)
         hidden = self.transformer(self.embedding(ids))  # [B, L, D]
         return self.head(hidden)  # [B, L, V]
 
@@ -69,7 +77,7 @@ class TTSLM(nn.Module):
 
     def decode(self, ids: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """ids [B, N] (the next N positions) -> logits [B, N, V], appending the positions to the caches."""
-        self._check_ids(ids)
+        check_ids(ids, self.vocab_size)
         N = ids.shape[1]
         past, capacity = state.length, state.caches[0].capacity
         if past + N > capacity:
@@ -78,10 +86,3 @@ class TTSLM(nn.Module):
                                   caches=state.caches, past=past)  # [B, N, D]
         state.steps += N
         return self.head(hidden)  # [B, N, V]
-
-    def _check_ids(self, ids: torch.Tensor) -> None:
-        if ids.dim() != 2 or ids.dtype != torch.long:
-            raise ValueError(f"ids must be a 2-D long tensor [B, L], got {ids.dtype} {list(ids.shape)}")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(f"ids must lie in [0, vocab_size={self.vocab_size}), got [{int(ids.min())}, "
-                             f"{int(ids.max())}]")
