@@ -10,15 +10,13 @@ import pytest
 import soundfile
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from builders import build_codec, build_conditioner, build_lm, build_lm_training, build_pattern
 from codec.backends.config import CodecBackendConfig
 from conditioners.attributes import WavCondition
 from data.audio import limit_peak, write_wav
-from lit.lm_module import BatchConditioner, LMLightningModule
 from lm.generator import GenerationConfig
 from pipeline import GenerationPipeline, item_seeds
+from tests.tiny_export import save_tiny_export
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTIONS = ["calm piano", "a fast folk reel played on a violin in d major, 120 bpm, with drums and bass",
@@ -29,19 +27,7 @@ CAPTIONS = ["calm piano", "a fast folk reel played on a violin in d major, 120 b
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
     """A random tiny LM (card 256) with the MiniLM text conditioner and a random tiny codec, saved as an export."""
-    root = tmp_path_factory.mktemp("export")
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["stage=lm", "codec.quantizer.codebook_size=256",
-                                                       "lm.model.num_layers=2", f"codec_dir={root / 'codec'}"])
-    torch.manual_seed(0)
-    build_codec(cfg).save(root / "codec")
-    module = LMLightningModule(build_lm(cfg), build_pattern(cfg), build_lm_training(cfg),
-                               conditioner=BatchConditioner(build_conditioner(cfg)))
-    with torch.no_grad():
-        module.model.heads.weight.mul_(4)  # peakier than uniform, so that sampling and guidance matter
-    module.save(root / "lm")
-    OmegaConf.save(cfg, root / "lm" / "train_config.yaml", resolve=True)
-    return root / "lm"
+    return save_tiny_export(tmp_path_factory.mktemp("export"))
 
 
 def load(export: Path, **generation) -> GenerationPipeline:
