@@ -19,7 +19,8 @@ from conditioners.conditioner import ConditionerConfig, ConditionProvider
 from data.datasets import SegmentConfig, SegmentDataset, TokenWindowConfig, TokenWindowDataset
 from data.manifest import read_manifest
 from data.token_shards import read_info
-from data.tts_dataset import TTSDataset, TTSSequenceConfig
+from data.tts_dataset import TTSDataset, TTSSequenceConfig, training_speakers
+from lit.callbacks import TTSSamplesConfig
 from lit.codec_module import CodecLossConfig
 from lit.lm_module import WEIGHTS_FILE, LMTrainingConfig
 from lit.tts_module import WEIGHTS_FILE as TTS_WEIGHTS_FILE
@@ -214,6 +215,10 @@ def build_tts_generation(cfg: DictConfig) -> TTSGenerationConfig:
     return TTSGenerationConfig(**plain(cfg.tts.generation))
 
 
+def build_tts_samples(cfg: DictConfig) -> TTSSamplesConfig:
+    return TTSSamplesConfig(**plain(cfg.tts.samples))
+
+
 def build_tts_datasets(cfg: DictConfig, tts_format: TTSFormat) -> tuple[TTSDataset, TTSDataset]:
     """TTS stage: whole utterances of the multi-rate tokens data.extract_tokens wrote, with their transcripts;
     tokens of another codec layout than tts.format are refused."""
@@ -222,15 +227,39 @@ def build_tts_datasets(cfg: DictConfig, tts_format: TTSFormat) -> tuple[TTSDatas
                  for split in ("train", "valid"))
 
 
-def load_tts_export(path: str | Path, device: torch.device | str = "cpu"
-                    ) -> tuple[TTSLM | HFTTSLM, TTSFormat, DictConfig]:
-    """A TTS run directory (or its export/) -> (model in eval mode, its format, the run's resolved config)."""
+def fill_tts_speakers(cfg: DictConfig) -> None:
+    """stage=tts: `tts.format.speakers` <- the training split's voices (sorted, distinct sidecar
+    `tts.sequences.speaker_field` values; none with that field null), so the export's resolved config rebuilds the
+    same vocabulary."""
+    if cfg.tts.format.speakers:
+        raise ValueError(f"tts.format.speakers={list(cfg.tts.format.speakers)} is filled from the training split at "
+                         f"stage=tts: leave it empty (tts.sequences.speaker_field=null trains without speakers)")
+    cfg.tts.format.speakers = training_speakers(str(Path(cfg.data.tokens_root) / "train"),
+                                                cfg.tts.sequences.speaker_field)
+
+
+def is_tts_export(path: str | Path) -> bool:
+    """Whether a run directory (or its export/) holds a TTS export: its weights file is tts.safetensors
+    (`train.py stage=tts`), where an LM export's is lm.safetensors."""
+    directory = Path(path)
+    return (directory / TTS_WEIGHTS_FILE).is_file() or (directory / "export" / TTS_WEIGHTS_FILE).is_file()
+
+
+def tts_export_directory(path: str | Path) -> Path:
+    """A TTS run directory or its export/ -> the export directory (train_config.yaml + tts.safetensors)."""
     directory = Path(path)
     if (directory / "export").is_dir():
         directory = directory / "export"
     if not ((directory / "train_config.yaml").is_file() and (directory / TTS_WEIGHTS_FILE).is_file()):
         raise FileNotFoundError(f"checkpoint {path} is not a TTS export: train_config.yaml and {TTS_WEIGHTS_FILE} "
                                 f"are written to <run dir>/export by `train.py stage=tts`")
+    return directory
+
+
+def load_tts_export(path: str | Path, device: torch.device | str = "cpu"
+                    ) -> tuple[TTSLM | HFTTSLM, TTSFormat, DictConfig]:
+    """A TTS run directory (or its export/) -> (model in eval mode, its format, the run's resolved config)."""
+    directory = tts_export_directory(path)
     cfg = OmegaConf.load(directory / "train_config.yaml")
     tts_format = build_tts_format(cfg)
     if cfg.tts.get("hf_base") is not None:  # the architecture is in the export: the base directory is not needed

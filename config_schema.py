@@ -16,6 +16,7 @@ from codec.codec import CodecConfig
 from codec.snac import SNACConfig
 from conditioners.conditioner import ConditionerConfig
 from data.tts_dataset import TTSSequenceConfig
+from lit.callbacks import TTSSamplesConfig
 from lit.lm_module import LMTrainingConfig
 from lm.generator import GenerationConfig
 from lm.lm import LMConfig
@@ -38,13 +39,15 @@ class LMGroupConfig:
 
 @dataclass
 class TTSGroupConfig:
-    """configs/tts/*.yaml: the TTS LM, its sequence format, its training sequences, optimiser and sampling."""
+    """configs/tts/*.yaml: the TTS LM, its sequence format, its training sequences, optimiser, sampling and
+    validation samples."""
 
     model: TTSLMConfig = field(default_factory=TTSLMConfig)
     format: TTSFormatConfig = field(default_factory=TTSFormatConfig)
     sequences: TTSSequenceConfig = field(default_factory=TTSSequenceConfig)
     training: LMTrainingConfig = field(default_factory=LMTrainingConfig)
     generation: TTSGenerationConfig = field(default_factory=TTSGenerationConfig)
+    samples: TTSSamplesConfig = field(default_factory=TTSSamplesConfig)  # validation samples (lit/callbacks.py)
     hf_base: str | None = None  # a local Hugging Face causal LM directory to start from (lm/hf_tts_lm.py)
 
 

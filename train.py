@@ -38,12 +38,15 @@ from builders import (
     build_tts,
     build_tts_datasets,
     build_tts_format,
+    build_tts_generation,
+    build_tts_samples,
     build_tts_training,
+    fill_tts_speakers,
     init_from_export,
     plain,
 )
 from data.datasets import collate_segments, collate_token_windows
-from lit.callbacks import StepSeed, ValidationSamples
+from lit.callbacks import StepSeed, TTSValidationSamples, ValidationSamples
 from lit.codec_module import CodecModule
 from lit.datamodule import StreamDataModule
 from lit.lm_module import ADAPTER_DIRECTORY, BatchConditioner, LMLightningModule
@@ -71,6 +74,7 @@ def build_stage(cfg: DictConfig) -> tuple[pl.LightningModule, StreamDataModule]:
     elif cfg.stage == "tts":
         if cfg.init_from is not None:
             raise ValueError(f"init_from={cfg.init_from} is for stage=lm; stage=tts trains its model from scratch")
+        fill_tts_speakers(cfg)
         tts_format = build_tts_format(cfg)
         module = TTSLightningModule(build_tts(cfg, tts_format), build_tts_training(cfg))
         train, valid = build_tts_datasets(cfg, tts_format)
@@ -96,6 +100,9 @@ def train(cfg: DictConfig) -> Path:
     if cfg.stage == "lm" and cfg.codec_dir is not None:
         callbacks.append(ValidationSamples(cfg.codec_dir, list(cfg.samples.prompts), cfg.samples.seconds,
                                            build_generation(cfg.generation), seed=cfg.seed))
+    if cfg.stage == "tts" and cfg.codec_dir is not None:  # build_stage has filled tts.format.speakers
+        callbacks.append(TTSValidationSamples(cfg.codec_dir, build_tts_format(cfg), build_tts_samples(cfg),
+                                              build_tts_generation(cfg), seed=cfg.seed))
     trainer = pl.Trainer(
         **plain(cfg.trainer),
         default_root_dir=run_dir,

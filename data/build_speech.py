@@ -1,6 +1,8 @@
 """The built-in speech dataset: sentences spoken by espeak-ng in several English voices, rates and pitches.
 
     python -m data.build_speech --out DIR [--seed 0] [--minutes 60] [--workers 2]
+        [--min-words 4 --max-words 16] [--word-list-prob 0.2] [--rate-range 120 230]
+        [--speakers en-us+m3 en-gb+f4 ...] [--holdout-speakers en-gb-x-gbclan+m3 ...]   (defaults: configs/data/speech.yaml)
 
 Each sentence (data.speech_text: a small grammar and the wamerican word list) is spoken once by a speaker, an
 espeak-ng voice (accent) plus a variant (timbre), at a drawn rate and pitch; espeak-ng's 22.05 kHz output is
@@ -314,12 +316,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--minutes", type=float, help="total audio to render")
     parser.add_argument("--workers", type=int, help="render processes")
+    parser.add_argument("--min-words", type=int, help="shortest sentence, in words")
+    parser.add_argument("--max-words", type=int, help="longest sentence, in words")
+    parser.add_argument("--word-list-prob", type=float, help="share of word-list sentences (0: grammar only)")
+    parser.add_argument("--rate-range", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                        help="espeak-ng words per minute, drawn per clip")
+    parser.add_argument("--speakers", nargs="+", metavar="VOICE+VARIANT", help="the speakers heard in every split")
+    parser.add_argument("--holdout-speakers", nargs="*", metavar="VOICE+VARIANT",
+                        help="speakers heard in test only (none when given without a value)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     started = time.perf_counter()
     try:
         config = load_build_config(args.config, out=args.out, seed=args.seed, minutes=args.minutes,
-                                   workers=args.workers)
+                                   workers=args.workers, min_words=args.min_words, max_words=args.max_words,
+                                   word_list_prob=args.word_list_prob, rate_range=args.rate_range,
+                                   speakers=args.speakers, holdout_speakers=args.holdout_speakers)
         summary = build_speech(config)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

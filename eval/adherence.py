@@ -21,6 +21,8 @@ Metrics, each clip (eval.key_tempo, eval.instrument) against its caption's targe
 - key: exact (same tonic and mode) and lenient (also parallel, relative or fifth-related: key_matches);
 - tempo: the estimate is within tempo.tolerance (8%) of the caption's bpm, of twice it or of half it;
 - instrument: the classifier, trained here on windows of train_manifest's clips, names the caption's instrument;
+  with `classifier_audio: codec` it learns from those clips after a round trip through the LM's codec (encoded and
+  decoded), the only timbres generated audio can have, instead of the clips themselves;
 - Fréchet distance of the classifier's embeddings of the row's clips to those of the real windows.
 Each rate comes with n (the clips whose target names that attribute) and its Wilson interval at `confidence`
 (eval.stats); each guided row is compared with the unconditional one per metric: do the intervals overlap, and
@@ -29,7 +31,9 @@ upwards at small n, and a bootstrap of it, whose resamples repeat clips, is bias
 interval misses even the point estimate (docs/adherence.md); compare it only between rows of equal n.
 The `real` row measures every full `duration`-second window of the held-out captioned clips: it validates the
 estimators, and its instrument column is the classifier's held-out accuracy; its windows of one clip are not
-independent, so its intervals are narrower than they should be.
+independent, so its intervals are narrower than they should be. The `codec` row (`codec_row`) measures the same
+windows after a round trip through the codec: what a generated row could reach if the LM sampled the held-out
+clips' own codes, the ceiling of the generated rows.
 
 Writes out_dir/adherence.md (the tables), out_dir/adherence.json (parameters, rows, comparisons, every clip
 with its caption index, sample and seed), out_dir/generated/<row>/<caption>_<sample>.wav and
@@ -59,6 +63,7 @@ from eval.instrument import (InstrumentClassifier, InstrumentConfig, LogMelStati
                              load_cached_classifier, save_classifier, train_classifier)
 from eval.key_tempo import (KeyConfig, TempoConfig, bpm_matches, estimate_bpm, estimate_key, key_label,
                             key_matches, parse_key)
+from eval.round_trip import codec_round_trip
 from eval.stats import Rate, intervals_overlap, rate_of, samples_to_separate, z_value
 from generate import pick_device
 from pipeline import GenerationPipeline, item_seeds
@@ -68,6 +73,7 @@ CAPTION_SPLITS = ("test", "valid")  # held-out splits; the training split's capt
 RECOMBINED = "recombined"  # the source of a caption drawn from held-out fields
 RATES = ("key_exact", "key_lenient", "tempo", "instrument")
 RATE_TITLES = ("key exact", "key lenient", "tempo (8%, x2, /2)", "instrument")
+CLASSIFIER_AUDIO = ("real", "codec")  # what the instrument classifier learns from
 EVERY_FIELD = CaptionConfig(description_prob=1.0)  # the description when there is one, else every field
 
 
@@ -128,6 +134,8 @@ def check_request(cfg: DictConfig) -> None:
                          f"{120 / cfg.tempo.min_bpm:g} s, got {cfg.duration}")
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.classifier_audio not in CLASSIFIER_AUDIO:
+        raise ValueError(f"classifier_audio must be one of {list(CLASSIFIER_AUDIO)}, got {cfg.classifier_audio!r}")
     if not cfg.cfg_coefs and not cfg.unconditional:
         raise ValueError("nothing to generate: give cfg_coefs='[1,3]' or unconditional=true")
 
@@ -208,9 +216,13 @@ def labelled_clips(train_manifest: str) -> dict[str, str]:
 
 
 def instrument_classifier(cfg: DictConfig, config: InstrumentConfig, labelled: dict[str, str], out_dir: Path,
-                          features: LogMelStatistics) -> InstrumentClassifier:
-    """The classifier cached in out_dir, or one trained now on windows of the labelled training clips."""
-    key = fingerprint(config, cfg.sample_rate, cfg.duration, sorted(str(Path(path).resolve()) for path in labelled))
+                          features: LogMelStatistics, pipeline: GenerationPipeline) -> InstrumentClassifier:
+    """The classifier cached in out_dir, or one trained now on windows of the labelled training clips (after a
+    round trip through the pipeline's codec with classifier_audio=codec)."""
+    sources = sorted(str(Path(path).resolve()) for path in labelled)
+    if cfg.classifier_audio == "codec":
+        sources.append(f"codec round trip: {pipeline.codec_dir}")
+    key = fingerprint(config, cfg.sample_rate, cfg.duration, sources)
     cached = load_cached_classifier(out_dir / CLASSIFIER_FILE, key, config)
     if cached is not None:
         return cached
@@ -218,6 +230,9 @@ def instrument_classifier(cfg: DictConfig, config: InstrumentConfig, labelled: d
     with torch.no_grad():
         for path, instrument in labelled.items():
             windows = read_windows(path, cfg.duration, cfg.sample_rate)  # [W, samples]
+            if cfg.classifier_audio == "codec":
+                windows = torch.stack([codec_round_trip(pipeline.codec, window, cfg.sample_rate)
+                                       for window in windows])
             rows.append(features(windows))
             labels += [instrument] * len(windows)
     classifier = train_classifier(torch.cat(rows), labels, config)
@@ -266,7 +281,7 @@ def compare_with_unconditional(rows: dict[str, dict], confidence: float) -> dict
     per row would the same two rates need for non-overlapping intervals (None: equal rates)."""
     comparisons = {}
     for name, row in rows.items():
-        if name in ("real", "uncond"):
+        if name in ("real", "codec", "uncond"):
             continue
         comparisons[name] = {}
         for metric in RATES:
@@ -347,7 +362,7 @@ def evaluate(cfg: DictConfig) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     instrument_config = InstrumentConfig(**plain(cfg.instrument))
     features = LogMelStatistics(instrument_config, cfg.sample_rate)
-    classifier = instrument_classifier(cfg, instrument_config, labelled, out_dir, features)
+    classifier = instrument_classifier(cfg, instrument_config, labelled, out_dir, features, pipeline)
 
     real_clips, real_origins = [], []
     for index, target in enumerate(held_out):
@@ -357,6 +372,14 @@ def evaluate(cfg: DictConfig) -> Path:
     measurements, real_embeddings = measure("real", torch.cat(real_clips), targets, real_origins, cfg, classifier,
                                             features)
     rows = {"real": summarise(measurements, cfg.tempo.tolerance, cfg.confidence, frechet=None)}
+    if cfg.codec_row:
+        round_trips = torch.stack([codec_round_trip(pipeline.codec, window, cfg.sample_rate)
+                                   for window in torch.cat(real_clips)])
+        codec_measurements, embeddings = measure("codec", round_trips, targets, real_origins, cfg, classifier,
+                                                 features)
+        measurements += codec_measurements
+        frechet = Distance(frechet_distance_of_sets(embeddings, real_embeddings), len(round_trips))
+        rows["codec"] = summarise(codec_measurements, cfg.tempo.tolerance, cfg.confidence, frechet)
     origins = clip_origins(len(targets), cfg.samples_per_caption, cfg.seed)
     captions = [targets[origin.caption_index].caption for origin in origins]
     for name, clips in generate_rows(cfg, captions, pipeline).items():
@@ -375,7 +398,10 @@ def evaluate(cfg: DictConfig) -> Path:
             f"fields, {cfg.samples_per_caption} samples each, {cfg.duration:g} s. Each rate: value "
             f"[{cfg.confidence:.0%} Wilson interval] n = the clips whose caption names that attribute. `real`: "
             f"{len(real_origins)} windows of the held-out clips themselves (the estimators' ceiling; instrument = "
-            f"the classifier's held-out accuracy); Fréchet distance to those windows on the instrument classifier's "
+            f"the classifier's held-out accuracy; classifier trained on {cfg.classifier_audio} audio)"
+            + ("; `codec`: the same windows encoded and decoded by the codec (the generated rows' ceiling)"
+               if cfg.codec_row else "")
+            + f"; Fréchet distance to those windows on the instrument classifier's "
             f"embeddings (biased at small n: compare equal n only).\n\n"
             + table)
     if comparisons:

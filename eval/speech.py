@@ -17,7 +17,8 @@ unreadable, and a voice the probes never heard are errors naming the file, line 
 the listing does not name are counted (`unlisted`) and not scored.
 
 Metrics, per clip, with models trained on `train_manifest` (cached in cache_dir, keyed by the clips, their
-transcripts and the config):
+transcripts and the config; with `probe_audio=codec` the voice probes learn from those clips after a round trip
+through `codec_dir`, the audio a TTS LM over that codec speaks in, and the recogniser still from the real clips):
 - intelligibility: the CTC recogniser's greedy transcript (eval.ctc) against the text: the row's CER (character
   edits over reference characters, all clips pooled) and the share of clips at CER <= `intelligible_cer`;
 - voice: three probes (eval.instrument's log-mel statistics -> MLP, one per label) name the speaker, the accent and
@@ -30,9 +31,12 @@ Rates come with n and their Wilson interval at `confidence` (eval.stats).
 Rows: `generated` when given, and always the real test split as the ceiling, in two rows: `real, known speakers`
 (unseen sentences by the training speakers: the recogniser's and probes' held-out accuracy) and `real, held-out
 speakers` (the same sentences by speakers and accents never heard in training: only CER, person and duration
-apply). Writes out_dir/speech.md (the table) and out_dir/speech.json (parameters, rows, every clip). Bad input is one
-line on stderr and exit 1.
+apply). With `codec_dir=DIR` (a saved codec, codec.loading.load_codec), a third real row, `codec round trip`: the
+known speakers' clips encoded and decoded by that codec, the ceiling of any LM speaking through it. Writes
+out_dir/speech.md (the table) and out_dir/speech.json (parameters, rows, every clip). Bad input is one line on
+stderr and exit 1.
 """
+import hashlib
 import json
 import math
 import sys
@@ -46,6 +50,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from builders import plain
+from codec.codec import Codec
+from codec.loading import load_codec
+from codec.snac import SNACCodec
 from data.audio import AudioReadError, convert_audio, read_audio
 from data.manifest import read_manifest, read_sidecar
 from data.speech_text import normalize_text
@@ -54,10 +61,13 @@ from eval.ctc import (CTCRecognizer, RecognizerConfig, cer, edit_distance, finge
 from eval.instrument import (InstrumentClassifier, InstrumentConfig, LogMelStatistics, load_cached_classifier,
                              save_classifier, train_classifier)
 from eval.instrument import fingerprint as probe_fingerprint
+from eval.round_trip import codec_round_trip
 from eval.stats import Rate, rate_of
 
 VOICE_FIELDS = ("speaker", "accent", "person")  # what a probe names, as sidecar fields
 REAL_KNOWN, REAL_HELD_OUT, GENERATED = "real, known speakers", "real, held-out speakers", "generated"
+CODEC_ROUND_TRIP = "codec round trip"
+PROBE_AUDIO = ("real", "codec")  # what the voice probes learn from: the training clips, or their codec round trips
 RECOGNIZER_FILE = "ctc_recognizer.pt"
 
 
@@ -188,20 +198,47 @@ def recognizer_for(cfg: DictConfig, paths: list[str], sidecars: list[dict], cach
 
 
 def probes_for(cfg: DictConfig, paths: list[str], sidecars: list[dict], cache_dir: Path,
-               features: LogMelStatistics) -> dict[str, InstrumentClassifier]:
-    """field -> the probe naming it, cached in cache_dir or trained now on the training clips' features."""
+               features: LogMelStatistics, codec: Codec | SNACCodec | None) -> dict[str, InstrumentClassifier]:
+    """field -> the probe naming it, cached in cache_dir or trained now on the training clips' features (after a
+    round trip through `codec`, seeded with codec_seed, when probe_audio=codec)."""
     config = InstrumentConfig(**plain(cfg.voice))
     probes, clip_features = {}, None
     for field in VOICE_FIELDS:
-        key = probe_fingerprint(config, cfg.sample_rate, 0.0, [f"{Path(path).resolve()}\t{sidecar[field]}"
-                                                               for path, sidecar in sorted(zip(paths, sidecars))])
+        sources = [f"{Path(path).resolve()}\t{sidecar[field]}" for path, sidecar in sorted(zip(paths, sidecars))]
+        if cfg.probe_audio == "codec":  # the weights too: a codec retrained into the same directory is another one
+            sources.append(f"codec round trip: {Path(cfg.codec_dir).resolve()}, weights sha256 "
+                           f"{weights_digest(codec)}, seed {cfg.codec_seed}")
+        key = probe_fingerprint(config, cfg.sample_rate, 0.0, sources)
         probes[field] = load_cached_classifier(cache_dir / f"{field}_probe.pt", key, config)
         if probes[field] is None:
             if clip_features is None:
-                clip_features = clip_statistics([read_mono(path, cfg.sample_rate) for path in paths], features)
+                clip_features = clip_statistics(probe_training_audio(cfg, paths, codec), features)
             probes[field] = train_classifier(clip_features, [sidecar[field] for sidecar in sidecars], config)
             save_classifier(probes[field], cache_dir / f"{field}_probe.pt", key)
     return probes
+
+
+def weights_digest(codec: Codec | SNACCodec) -> str:
+    """SHA-256 over the codec's weight names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(codec.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def probe_training_audio(cfg: DictConfig, paths: list[str], codec: Codec | SNACCodec | None) -> list[Tensor]:
+    """The training clips as the probes hear them: mono [T_b] at cfg.sample_rate, round-tripped through `codec`
+    when probe_audio=codec (one clip at a time: docs/speech_eval.md measures the cost)."""
+    wavs = [read_mono(path, cfg.sample_rate) for path in paths]
+    if cfg.probe_audio == "real":
+        return wavs
+    start = time.time()
+    torch.manual_seed(cfg.codec_seed)  # a SNAC decoder's noise blocks draw from torch's generator
+    wavs = [codec_round_trip(codec, wav, cfg.sample_rate) for wav in wavs]
+    print(f"round-tripped {len(wavs)} training clips through {cfg.codec_dir} in {time.time() - start:.0f} s",
+          flush=True)
+    return wavs
 
 
 def clip_statistics(wavs: list[Tensor], features: LogMelStatistics) -> Tensor:
@@ -210,9 +247,9 @@ def clip_statistics(wavs: list[Tensor], features: LogMelStatistics) -> Tensor:
         return torch.cat([features(wav[None]) for wav in wavs])
 
 
-def score(clips: list[Clip], cfg: DictConfig, recognizer: CTCRecognizer, probes: dict[str, InstrumentClassifier],
-          features: LogMelStatistics) -> list[Score]:
-    wavs = [read_mono(clip.path, cfg.sample_rate) for clip in clips]
+def score(clips: list[Clip], wavs: list[Tensor], cfg: DictConfig, recognizer: CTCRecognizer,
+          probes: dict[str, InstrumentClassifier], features: LogMelStatistics) -> list[Score]:
+    """Each clip scored on its audio, `wavs` (mono [T_b] at cfg.sample_rate)."""
     transcripts = recognizer.transcribe(wavs)
     statistics = clip_statistics(wavs, features)  # [N, 2M]
     named = {field: probe.predict(statistics) for field, probe in probes.items()}
@@ -270,27 +307,49 @@ def markdown_table(rows: dict[str, dict], intelligible_cer: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_request(cfg: DictConfig) -> None:
+    """Refuse what cannot run, naming the keys, before anything is loaded or written."""
+    if cfg.probe_audio not in PROBE_AUDIO:
+        raise ValueError(f"probe_audio must be one of {list(PROBE_AUDIO)}, got {cfg.probe_audio!r}")
+    if cfg.probe_audio == "codec" and cfg.codec_dir is None:
+        raise ValueError("probe_audio=codec needs codec_dir: the saved codec whose round trips the probes learn from")
+
+
 def evaluate(cfg: DictConfig) -> Path:
     """Trains or loads the recogniser and probes, scores the rows and writes the report. Returns out_dir."""
+    check_request(cfg)
     paths, sidecars = training_clips(cfg.train_manifest)
     voices = voice_table(sidecars)
     generated, unlisted = (None, 0) if cfg.generated is None else read_listing(Path(cfg.generated), cfg.listing,
                                                                                 voices)
     clips = real_clips(cfg.test_manifest, voices)
-    if generated is not None:
-        clips[GENERATED] = generated
+    codec = None if cfg.codec_dir is None else load_codec(cfg.codec_dir)
     out_dir, cache_dir = Path(cfg.out_dir), Path(cfg.cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     features = LogMelStatistics(InstrumentConfig(**plain(cfg.voice)), cfg.sample_rate)
     recognizer = recognizer_for(cfg, paths, sidecars, cache_dir)
-    probes = probes_for(cfg, paths, sidecars, cache_dir, features)
+    probes = probes_for(cfg, paths, sidecars, cache_dir, features, codec)
 
-    scores = {name: score(row_clips, cfg, recognizer, probes, features) for name, row_clips in clips.items()}
+    wavs = {name: [read_mono(clip.path, cfg.sample_rate) for clip in row_clips] for name, row_clips in clips.items()}
+    if codec is not None and REAL_KNOWN in clips:
+        torch.manual_seed(cfg.codec_seed)  # a SNAC decoder's noise blocks draw from torch's generator
+        clips[CODEC_ROUND_TRIP] = clips[REAL_KNOWN]
+        wavs[CODEC_ROUND_TRIP] = [codec_round_trip(codec, wav, cfg.sample_rate) for wav in wavs[REAL_KNOWN]]
+    if generated is not None:
+        clips[GENERATED] = generated
+        wavs[GENERATED] = [read_mono(clip.path, cfg.sample_rate) for clip in generated]
+    scores = {name: score(row_clips, wavs[name], cfg, recognizer, probes, features)
+              for name, row_clips in clips.items()}
     real_rate = seconds_per_character(scores.get(REAL_KNOWN, []) + scores.get(REAL_HELD_OUT, []))
     rows = {name: summarise(row_scores, real_rate, cfg) for name, row_scores in scores.items()}
     text = (f"Speech evaluation{'' if cfg.generated is None else ' of ' + str(cfg.generated)}: recogniser and voice "
-            f"probes trained on {len(paths)} clips of {cfg.train_manifest}; real rows: {cfg.test_manifest}. CER: "
+            f"probes trained on {len(paths)} clips of {cfg.train_manifest}"
+            + ("" if cfg.probe_audio == "real" else f" (the probes on their round trips through {cfg.codec_dir})")
+            + f"; real rows: {cfg.test_manifest}"
+            + ("" if cfg.codec_dir is None
+               else f" ({CODEC_ROUND_TRIP}: the known speakers' clips through {cfg.codec_dir})")
+            + ". CER: "
             f"character edits over reference characters, all clips of a row pooled. Rates: value "
             f"[{cfg.confidence:.0%} Wilson interval] n = the clips requesting that field. Duration ratio: the row's "
             f"seconds per character over that of all real test clips ({real_rate:.4f})."

@@ -2,17 +2,21 @@
 
 One utterance is one sequence (VyvoTTS / Orpheus structure, drawn with an example in docs/tts_format.md):
 
-    [SOH] t0 t1 ... [EOT] [EOH] [SOS] a0 a1 ... [EOS]
-    SOH start of human, EOT end of text, EOH end of human, SOS start of speech, EOS end of speech
+    [SOH] [SPK] t0 t1 ... [EOT] [EOH] [SOS] a0 a1 ... [EOS]
+    SOH start of human, SPK the speaker's token (optional), EOT end of text, EOH end of human,
+    SOS start of speech, EOS end of speech
 
 t are characters of the normalised text, a the codec codes flattened by `lm.multirate.MultiRatePattern`
-(F tokens per coarse frame, Orpheus order by default). The vocabulary is three disjoint blocks:
+(F tokens per coarse frame, Orpheus order by default). [SPK] is one token per voice of the closed set `speakers`
+(the training split's); a sequence without it leaves the voice to the model. The vocabulary is four disjoint
+blocks:
 
     [0, 6)                        special tokens (`SpecialToken`, PAD first)
     [6, 6 + C)                    the C characters of `characters`
     [6 + C, 6 + C + M * card)     audio codes: code c of offset block m is 6 + C + m * card + c, where m is the
                                   code's slot in its frame (M = F, Orpheus's +4096 * (index % 7)) or its level
                                   (M = K), per `audio_offsets`
+    [A, A + S)                    the S speakers, in the order of `speakers` (A: the end of the audio block)
 
 Training: `build` gives ids [L] and a loss mask [L] marking the target tokens: the audio codes, [EOS] (so the
 model learns to stop) unless `loss_on_end_of_speech` is off, and the text with its [EOT] if `loss_on_text`.
@@ -60,6 +64,7 @@ class TTSFormatConfig:
     characters: str = DEFAULT_CHARACTERS  # the text alphabet, after normalisation
     loss_on_end_of_speech: bool = True  # [EOS] is a target (the model learns when to stop)
     loss_on_text: bool = False  # the text characters and [EOT] are targets too
+    speakers: tuple[str, ...] = ()  # one token per voice (stage=tts fills it from the training split); () = none
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class TTSBatch:
 class ParsedExample:
     text: str  # normalised
     codes: list[Tensor]  # K tensors [T_q] long
+    speaker: str | None  # the speaker token's voice, None for a sequence without one
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class TTSFormat:
         if characters != self._fold(characters) or any(char.isspace() and char != " " for char in characters):
             raise ValueError(f"characters must be normalised (lowercase ASCII-folded, space the only blank), "
                              f"got {characters!r}")
+        if len(set(config.speakers)) != len(config.speakers) or not all(config.speakers):
+            raise ValueError(f"speakers must be non-empty names without repeats, got {list(config.speakers)}")
         self.config = config
         self.pattern = MultiRatePattern(config.strides, order=config.order)
         self.text_start = len(SpecialToken)
@@ -110,7 +118,9 @@ class TTSFormat:
         slot = config.audio_offsets == "slot"
         block_of_slot = torch.arange(self.pattern.frame_size) if slot else self.pattern.slot_level  # [F]
         self.slot_offsets = self.audio_start + block_of_slot * config.card  # [F] id of code 0 in each slot
-        self.vocab_size = self.audio_start + (int(block_of_slot.max()) + 1) * config.card
+        self.speaker_start = self.audio_start + (int(block_of_slot.max()) + 1) * config.card
+        self._speaker_ids = {speaker: self.speaker_start + i for i, speaker in enumerate(config.speakers)}
+        self.vocab_size = self.speaker_start + len(config.speakers)
 
     # -- text --------------------------------------------------------------------------------------------------
 
@@ -142,6 +152,19 @@ class TTSFormat:
             raise ValueError(f"text ids must lie in [{self.text_start}, {self.audio_start}), got {int(ids[position])} "
                              f"at position {position}")
         return "".join(self.config.characters[i - self.text_start] for i in ids.tolist())
+
+    # -- speakers ----------------------------------------------------------------------------------------------
+
+    def speaker_id(self, speaker: str) -> int:
+        """A voice of `speakers` -> its token id; raises ValueError naming an unknown one and the known ones."""
+        if speaker not in self._speaker_ids:
+            known = list(self.config.speakers) or "none: this format has no speaker tokens"
+            raise ValueError(f"speaker {speaker!r} is unknown; the known speakers are {known}")
+        return self._speaker_ids[speaker]
+
+    def _speaker_part(self, speaker: str | None) -> Tensor:
+        """[SPK] as ids [1], or [0] ids for no speaker."""
+        return _ids() if speaker is None else _ids(self.speaker_id(speaker))
 
     # -- audio -------------------------------------------------------------------------------------------------
 
@@ -180,19 +203,20 @@ class TTSFormat:
 
     # -- sequences ---------------------------------------------------------------------------------------------
 
-    def build(self, text: str, codes: list[Tensor]) -> TTSExample:
-        """text and K codes [T_q] -> [SOH] text [EOT] [EOH] [SOS] audio [EOS] as ids [L], with its loss mask [L]."""
+    def build(self, text: str, codes: list[Tensor], speaker: str | None = None) -> TTSExample:
+        """text, K codes [T_q] and a voice of `speakers` (None: no speaker token) -> [SOH] [SPK] text [EOT] [EOH]
+        [SOS] audio [EOS] as ids [L], with its loss mask [L]; the speaker token is never a target."""
         text_ids, audio_ids = self.encode_text(text), self.encode_audio(codes)
-        parts = [_ids(SpecialToken.START_OF_HUMAN), text_ids, _ids(SpecialToken.END_OF_TEXT),
-                 _ids(SpecialToken.END_OF_HUMAN, SpecialToken.START_OF_SPEECH), audio_ids,
-                 _ids(SpecialToken.END_OF_SPEECH)]
+        parts = [_ids(SpecialToken.START_OF_HUMAN), self._speaker_part(speaker), text_ids,
+                 _ids(SpecialToken.END_OF_TEXT), _ids(SpecialToken.END_OF_HUMAN, SpecialToken.START_OF_SPEECH),
+                 audio_ids, _ids(SpecialToken.END_OF_SPEECH)]
         on_text, on_end = self.config.loss_on_text, self.config.loss_on_end_of_speech
-        targets = [False, on_text, on_text, False, True, on_end]
+        targets = [False, False, on_text, on_text, False, True, on_end]
         loss_mask = torch.cat([torch.full((part.numel(),), target) for part, target in zip(parts, targets)])
         return TTSExample(torch.cat(parts), loss_mask)
 
     def parse(self, ids: Tensor) -> ParsedExample:
-        """ids [L] of `build` (trailing PAD allowed) -> the normalised text and the K codes [T_q]."""
+        """ids [L] of `build` (trailing PAD allowed) -> the normalised text, the K codes [T_q] and the speaker."""
         not_pad = (ids != SpecialToken.PAD).nonzero()
         real = ids[: int(not_pad[-1]) + 1] if not_pad.numel() else ids[:0]
         if real.numel() < 2 or real[0] != SpecialToken.START_OF_HUMAN or real[-1] != SpecialToken.END_OF_SPEECH:
@@ -201,11 +225,14 @@ class TTSFormat:
         if not end_of_text.numel():
             raise ValueError("ids hold no END_OF_TEXT")
         end = int(end_of_text[0])
-        if end == 1:
-            raise ValueError("ids hold no text between START_OF_HUMAN and END_OF_TEXT")
+        speaker_index = int(real[1]) - self.speaker_start
+        speaker = self.config.speakers[speaker_index] if 0 <= speaker_index < len(self.config.speakers) else None
+        text_start = 1 if speaker is None else 2
+        if end == text_start:
+            raise ValueError("ids hold no text between START_OF_HUMAN (and its speaker) and END_OF_TEXT")
         if real[end + 1: end + 3].tolist() != [SpecialToken.END_OF_HUMAN, SpecialToken.START_OF_SPEECH]:
             raise ValueError(f"END_OF_TEXT at position {end} must be followed by END_OF_HUMAN, START_OF_SPEECH")
-        return ParsedExample(self.decode_text(real[1:end]), self.decode_audio(real[end + 3: -1]))
+        return ParsedExample(self.decode_text(real[text_start:end]), self.decode_audio(real[end + 3: -1]), speaker)
 
     def collate(self, examples: list[TTSExample]) -> TTSBatch:
         """Right-pads examples with PAD to the longest: ids, loss mask and attention mask [B, L]."""
@@ -222,9 +249,10 @@ class TTSFormat:
 
     # -- generation --------------------------------------------------------------------------------------------
 
-    def prompt(self, text: str) -> Tensor:
-        """text -> ids [P] = [SOH] text [EOT] [EOH] [SOS], the sequence a generator continues with audio."""
-        return torch.cat([_ids(SpecialToken.START_OF_HUMAN), self.encode_text(text),
+    def prompt(self, text: str, speaker: str | None = None) -> Tensor:
+        """text and a voice (None: the model picks one) -> ids [P] = [SOH] [SPK] text [EOT] [EOH] [SOS], the sequence
+        a generator continues with audio."""
+        return torch.cat([_ids(SpecialToken.START_OF_HUMAN), self._speaker_part(speaker), self.encode_text(text),
                           _ids(SpecialToken.END_OF_TEXT, SpecialToken.END_OF_HUMAN, SpecialToken.START_OF_SPEECH)])
 
     def generated_codes(self, generated: Tensor) -> GeneratedAudio:

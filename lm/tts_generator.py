@@ -52,11 +52,13 @@ class TTSGenerator:
         self.allowed_first[SpecialToken.END_OF_SPEECH] = False  # at least one frame before [EOS]
 
     @torch.no_grad()  # not inference_mode: the codes it returns feed a codec decode that may track gradients
-    def generate(self, text: str, generator: torch.Generator | None = None) -> GeneratedAudio:
-        """text -> the codes of the speech the model samples for it (one utterance; `generator` seeds the noise)."""
+    def generate(self, text: str, generator: torch.Generator | None = None, speaker: str | None = None
+                 ) -> GeneratedAudio:
+        """text -> the codes of the speech the model samples for it (one utterance; `generator` seeds the noise),
+        in the voice `speaker` of the format's speakers (None: the model picks one)."""
         config, F = self.config, self.format.pattern.frame_size
         device = self.model.embedding.weight.device
-        prompt = self.format.prompt(text).to(device)[None]  # [1, P]
+        prompt = self.format.prompt(text, speaker).to(device)[None]  # [1, P]
         max_tokens = config.max_audio_frames * F + 1  # the frames and their [EOS]
         allowed, allowed_first = self.allowed.to(device), self.allowed_first.to(device)
         state = self.model.start_decoding(1, prompt.shape[1] + max_tokens)

@@ -101,6 +101,33 @@ def test_a_speaker_that_is_not_in_the_config_tables_is_refused(tmp_path, speaker
         tiny_config(tmp_path / "out", speakers=speakers)
 
 
+@pytest.mark.usefixtures("builds")
+def test_the_command_line_flags_shape_the_build(tmp_path):
+    from data.build_speech import main
+
+    speakers = ["en-us+m3", "en-gb-scotland+f3"]
+    assert main(["--out", str(tmp_path / "out"), "--minutes", "0.3", "--min-words", "3", "--max-words", "4",
+                 "--word-list-prob", "0", "--rate-range", "150", "160", "--speakers", *speakers,
+                 "--holdout-speakers"]) == 0
+    recipe = json.loads((tmp_path / "out" / "build.json").read_text())["config"]
+    assert (recipe["min_words"], recipe["max_words"], recipe["word_list_prob"]) == (3, 4, 0.0)
+    assert (recipe["rate_range"], recipe["speakers"], recipe["holdout_speakers"]) == ([150, 160], speakers, [])
+    sidecars = [read_sidecar(entry.path) for split in ("train", "valid", "test")
+                for entry in read_manifest(tmp_path / "out" / split)]
+    assert len(sidecars) > 3
+    assert all(3 <= len(sidecar["text"].split()) <= 4 and 150 <= sidecar["rate"] <= 160 for sidecar in sidecars)
+    assert {sidecar["speaker"] for sidecar in sidecars} <= set(speakers)
+    assert not any(sidecar["held_out_speaker"] or "words" in sidecar["text"] for sidecar in sidecars)
+
+
+def test_a_bad_flag_value_is_one_error_naming_it(tmp_path, capsys):
+    from data.build_speech import main
+
+    assert main(["--out", str(tmp_path / "out"), "--min-words", "9", "--max-words", "4"]) == 1
+    assert "min_words and max_words" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("speaker, message", [("en-zz+f2", "espeak-ng has no voice 'en-zz'"),
                                               ("en-us+nobody", "espeak-ng has no variant 'nobody'")])
 @pytest.mark.usefixtures("builds")

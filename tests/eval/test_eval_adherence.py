@@ -1,6 +1,7 @@
 """eval.adherence end to end on a tiny, untrained LM run and a synthetic dataset whose attributes are known."""
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,15 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from builders import build_codec, build_conditioner, build_lm
+from builders import build_codec, build_conditioner, build_lm, plain
 from data.audio import write_wav
 from data.manifest import AudioEntry, write_manifest, write_sidecar
-from eval.adherence import RATES, Target, clip_origins, evaluate, generate_rows, recombined_targets
+from codec.codec import Codec
+from eval.adherence import (RATES, Target, clip_origins, evaluate, generate_rows, read_windows,
+                            recombined_targets)
+from eval.round_trip import codec_round_trip
+from eval.instrument import InstrumentConfig, LogMelStatistics, train_classifier
+from eval.key_tempo import TempoConfig, estimate_bpm
 from eval.stats import Rate, intervals_overlap, samples_to_separate, wilson_interval
 from lit.lm_module import WEIGHTS_FILE
 from pipeline import GenerationPipeline
@@ -78,7 +84,7 @@ def test_report_has_every_sample_with_its_seed_and_every_rate_with_n_and_interva
                       "instrument.steps=100") == out_dir
     report = json.loads((out_dir / "adherence.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["real", "cfg3", "uncond"]
+    assert list(rows) == ["real", "codec", "cfg3", "uncond"]
 
     # Captions: the 2 test clips, then the valid one (caption_splits order), then 2 recombined from their fields.
     captions = report["captions"]
@@ -111,6 +117,22 @@ def test_report_has_every_sample_with_its_seed_and_every_rate_with_n_and_interva
     perfect = {"rate": 1.0, "low": wilson_interval(6, 6)[0], "high": 1.0, "n": 6}
     assert rows["real"]["clips"] == 6 and rows["real"]["frechet"] is None
     assert all(rows["real"][metric] == perfect for metric in ("key_exact", "tempo", "instrument"))
+
+    # The codec row: the same windows, each encoded and decoded by the LM's codec (a reference built here), measured.
+    codec_clips = [clip for clip in report["clips"] if clip["row"] == "codec"]
+    assert [(clip["caption_index"], clip["sample"]) for clip in codec_clips] == [
+        (clip["caption_index"], clip["sample"]) for clip in real_clips]
+    codec = Codec.load(lm_run.parent / "codec")
+    windows = torch.cat([read_windows(str(lm_run.parent / "data" / "test" / f"clip_{index}.wav"), 3.0, SAMPLE_RATE)
+                         for index in range(2)])  # [4, samples]
+    with torch.no_grad():
+        expected = codec.decode(codec.encode(windows[:, None]))[:, 0, :windows.shape[1]]  # both at 24 kHz
+    round_trips = torch.stack([codec_round_trip(codec, window, SAMPLE_RATE) for window in windows])
+    assert round_trips.shape == windows.shape and torch.allclose(round_trips, expected, atol=1e-6)
+    assert rows["codec"]["clips"] == 6 and rows["codec"]["frechet"]["n"] == 6
+    assert [clip["bpm"] for clip in codec_clips[:4]] == [
+        round(estimate_bpm(clip, SAMPLE_RATE, TempoConfig(**report["parameters"]["tempo"])), 2)
+        for clip in round_trips]
 
     table = (out_dir / "adherence.md").read_text()
     assert f"| real | 6 | {_cell(perfect)} | {_cell(perfect)} | {_cell(perfect)} | {_cell(perfect)} | n/a |" in table
@@ -164,6 +186,34 @@ def test_recombined_captions_are_new_combinations_fixed_by_the_seed():
         recombined_targets(held_out, 7, {"piano", "organ"}, seed=0)
 
 
+def test_classifier_learns_from_codec_round_trips_when_asked(lm_run, tmp_path):
+    """classifier_audio=codec: the classifier is the one trained on the training windows after a codec round trip
+    (a reference trained here), not the one trained on the windows themselves."""
+    config = InstrumentConfig(**plain(OmegaConf.load(REPO / "configs" / "adherence.yaml").instrument))
+    config = replace(config, steps=50)
+    features = LogMelStatistics(config, SAMPLE_RATE)
+    codec = Codec.load(lm_run.parent / "codec")
+    rows, labels = {"real": [], "codec": []}, []
+    for index, (instrument, *_) in enumerate(TRAIN):
+        windows = read_windows(str(lm_run.parent / "data" / "train" / f"clip_{index}.wav"), 3.0, SAMPLE_RATE)
+        rows["real"].append(features(windows))
+        rows["codec"].append(features(torch.stack([codec_round_trip(codec, window, SAMPLE_RATE)
+                                                    for window in windows])))
+        labels += [instrument] * len(windows)
+    references = {audio: train_classifier(torch.cat(rows[audio]), labels, config) for audio in rows}
+    for audio in ("real", "codec"):
+        out_dir = tmp_path / audio
+        _adherence(f"checkpoint={lm_run}", f"out_dir={out_dir}", "duration=3.0", "cfg_coefs=[3]",
+                   "unconditional=false", "samples_per_caption=1", "recombined_captions=0", "instrument.steps=50",
+                   f"classifier_audio={audio}")
+        saved = torch.load(out_dir / "instrument_classifier.pt", weights_only=True)["state"]
+        for name, value in references[audio].state_dict().items():
+            assert torch.allclose(saved[name], value, atol=1e-6), (audio, name)
+    real, codec_trained = (torch.load(tmp_path / audio / "instrument_classifier.pt", weights_only=True)["state"]
+                           for audio in ("real", "codec"))
+    assert not torch.allclose(real["hidden.weight"], codec_trained["hidden.weight"], atol=1e-3)
+
+
 @pytest.mark.parametrize("override, message", [
     ("num_captions=0", "num_captions must be an integer >= 1 (or null: every held-out clip), got 0"),
     ("samples_per_caption=1.5", "samples_per_caption must be an integer >= 1, got 1.5"),
@@ -175,6 +225,7 @@ def test_recombined_captions_are_new_combinations_fixed_by_the_seed():
     ("valid_manifest=/does/not/exist", "valid_manifest: manifest /does/not/exist does not exist"),
     ("duration=2.5", "duration must be >= two beats at tempo.min_bpm=40.0: 3 s, got 2.5"),
     ("checkpoint=/does/not/exist", "is not an LM export"),
+    ("classifier_audio=mp3", "classifier_audio must be one of ['real', 'codec'], got 'mp3'"),
 ])
 def test_bad_input_is_refused_before_anything_is_written(lm_run, tmp_path, override, message):
     with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):

@@ -12,8 +12,9 @@ from hydra import compose, initialize_config_dir
 from data.manifest import read_manifest, read_sidecar
 from eval.ctc import (VOCABULARY, CTCRecognizer, RecognizerConfig, cer, edit_distance, encode_text, greedy_decode,
                       load_cached_recognizer, save_recognizer, train_recognizer)
-from eval.instrument import InstrumentConfig, LogMelStatistics, train_classifier
-from eval.speech import REAL_HELD_OUT, REAL_KNOWN, clip_statistics, evaluate, read_mono
+from eval.instrument import InstrumentClassifier, InstrumentConfig, LogMelStatistics, train_classifier
+from eval.round_trip import codec_round_trip
+from eval.speech import CODEC_ROUND_TRIP, REAL_HELD_OUT, REAL_KNOWN, clip_statistics, evaluate, read_mono
 
 REPO = Path(__file__).resolve().parents[2]
 SPEAKERS = ["en-us+m3", "en-gb-scotland+f3"]  # two voices differing in accent and person
@@ -144,6 +145,110 @@ def test_a_real_clip_scored_as_generated_gets_its_real_scores(speech, tmp_path):
     assert row["clips"] == 1 and row["speaker"]["n"] == 1
     assert row["seconds_per_character"] == pytest.approx(sidecar["duration"] / len(sidecar["text"]), rel=1e-3)
     assert (tmp_path / "out" / "cache" / "ctc_recognizer.pt").is_file()
+
+
+def random_snac_tiny() -> "SNACCodec":
+    """configs/codec/snac_tiny.yaml, randomly initialised (seed 0)."""
+    from omegaconf import OmegaConf
+
+    from codec.snac import SNACCodec, SNACConfig
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        node = compose(config_name=None, overrides=["+codec=snac_tiny"]).codec
+    torch.manual_seed(0)
+    return SNACCodec(SNACConfig(**OmegaConf.to_container(node, resolve=True))).eval()
+
+
+def test_the_codec_row_scores_the_known_speakers_clips_after_a_round_trip(speech, tmp_path):
+    codec = random_snac_tiny()
+    codec.save(tmp_path / "codec")
+    out = run_eval(speech, tmp_path / "out", f"codec_dir={tmp_path / 'codec'}", "codec_seed=3")
+    report = json.loads((out / "speech.json").read_text())
+    known = report["clips"][REAL_KNOWN]
+    round_trip = report["clips"][CODEC_ROUND_TRIP]
+    assert [clip["source"] for clip in round_trip] == [clip["source"] for clip in known]
+    assert [clip["seconds"] for clip in round_trip] == [clip["seconds"] for clip in known]
+
+    # the reference: the same clips through encode and decode here, with the same noise seed, heard by the
+    # recogniser and named by the voice probes the run cached
+    wavs = [read_mono(str(speech / clip["source"]), 24000) for clip in known]
+    torch.manual_seed(3)
+    with torch.no_grad():
+        expected = [codec.decode(codec.encode(wav[None, None]))[0, 0, :len(wav)] for wav in wavs]
+    parameters = report["parameters"]
+    recognizer = CTCRecognizer(RecognizerConfig(**parameters["recognizer"]), 24000)
+    recognizer.load_state_dict(torch.load(out / "cache" / "ctc_recognizer.pt", weights_only=True)["state"])
+    transcripts = recognizer.eval().transcribe(expected)
+    assert [clip["transcript"] for clip in round_trip] == transcripts
+    assert [clip["cer"] for clip in round_trip] == [cer(t, clip["text"]) for t, clip in zip(transcripts, known)]
+    voice = InstrumentConfig(**parameters["voice"])
+    statistics = clip_statistics(expected, LogMelStatistics(voice, 24000))
+    for field in ("speaker", "accent", "person"):
+        saved = torch.load(out / "cache" / f"{field}_probe.pt", weights_only=True)
+        probe = InstrumentClassifier(saved["labels"], 2 * voice.n_mels, voice.hidden)
+        probe.load_state_dict(saved["state"])
+        assert [clip["named"][field] for clip in round_trip] == probe.eval().predict(statistics)
+    # an untrained codec changes the voice the probes hear (the quick recogniser hears nothing in either)
+    assert [clip["named"] for clip in round_trip] != [clip["named"] for clip in known]
+    assert report["rows"][CODEC_ROUND_TRIP]["clips"] == len(known)
+    assert CODEC_ROUND_TRIP in (out / "speech.md").read_text()
+
+
+def saved_probes(cache_dir: Path) -> dict[str, dict]:
+    """field -> the state dict of the probe cached in cache_dir."""
+    return {field: torch.load(cache_dir / f"{field}_probe.pt", weights_only=True)["state"]
+            for field in ("speaker", "accent", "person")}
+
+
+def test_probes_learn_from_codec_round_trips_when_asked(speech, tmp_path):
+    """probe_audio=codec: each probe is the one trained on the training clips after a codec round trip (a reference
+    trained here, with the same noise seed), not the one trained on the clips themselves."""
+    codec = random_snac_tiny()
+    codec.save(tmp_path / "codec")
+    voice = InstrumentConfig(n_fft=1024, hop_length=256, n_mels=64, hidden=32, steps=50, lr=0.01,
+                             weight_decay=0.0001, seed=0)  # configs/speech_eval.yaml, run_eval's quick steps
+    features = LogMelStatistics(voice, 24000)
+    wavs, sidecars = split(speech, "train")
+    torch.manual_seed(3)
+    round_trips = [codec_round_trip(codec, wav, 24000) for wav in wavs]
+    statistics = {"real": clip_statistics(wavs, features), "codec": clip_statistics(round_trips, features)}
+    saved = {}
+    for audio in ("real", "codec"):
+        run_eval(speech, tmp_path / audio, f"codec_dir={tmp_path / 'codec'}", "codec_seed=3", f"probe_audio={audio}")
+        saved[audio] = saved_probes(tmp_path / audio / "cache")
+        for field, state in saved[audio].items():
+            reference = train_classifier(statistics[audio], [sidecar[field] for sidecar in sidecars], voice)
+            for name, value in reference.state_dict().items():
+                torch.testing.assert_close(state[name], value, atol=1e-6, rtol=0, msg=f"{audio} {field} {name}")
+    assert not torch.allclose(saved["real"]["speaker"]["hidden.weight"], saved["codec"]["speaker"]["hidden.weight"],
+                              atol=1e-3)
+    # one cache for both: the codec probes' fingerprint differs, so the real ones are retrained, not reused
+    shutil.copytree(tmp_path / "real" / "cache", tmp_path / "shared" / "cache")
+    run_eval(speech, tmp_path / "shared", f"codec_dir={tmp_path / 'codec'}", "codec_seed=3", "probe_audio=codec")
+    for field, state in saved_probes(tmp_path / "shared" / "cache").items():
+        torch.testing.assert_close(state, saved["codec"][field], atol=1e-6, rtol=0)
+    # nor is a codec's cache reused for another codec saved into the same directory
+    torch.manual_seed(1)
+    type(codec)(codec.config).save(tmp_path / "codec")
+    run_eval(speech, tmp_path / "shared", f"codec_dir={tmp_path / 'codec'}", "codec_seed=3", "probe_audio=codec")
+    assert not torch.allclose(saved_probes(tmp_path / "shared" / "cache")["speaker"]["hidden.weight"],
+                              saved["codec"]["speaker"]["hidden.weight"], atol=1e-3)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["probe_audio=mp3"], "probe_audio must be one of ['real', 'codec'], got 'mp3'"),
+    (["probe_audio=codec"], "probe_audio=codec needs codec_dir"),
+])
+def test_a_bad_probe_audio_is_refused_before_anything_is_written(speech, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_eval(speech, tmp_path / "out", *overrides)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_codec_directory_without_a_codec_is_refused_by_name(speech, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'empty' / 'config.json'} not found")):
+        run_eval(speech, tmp_path / "out", f"codec_dir={tmp_path / 'empty'}")
 
 
 @pytest.mark.parametrize("items, make_wav, error, message", [

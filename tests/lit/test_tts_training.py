@@ -30,18 +30,20 @@ from tests.e2e.conftest import run
 STRIDES, CARD = (2, 1), 16  # F = 3 slots per coarse frame
 FORMAT = TTSFormat(TTSFormatConfig(strides=STRIDES, card=CARD))
 SENTENCES = ["the cat sat.", "a dog ran far!", "is it raining?", "one, two, three"]
+VOICES = ["en-us+m3", "en-gb+f4", "en-us+m3", "en-029+f5"]  # the sidecar `speaker` of each sentence
 
 
 def write_tokens(folder: Path, texts: list[str], frames: list[int], seed: int = 0,
                  strides: tuple[int, ...] = STRIDES) -> list[np.ndarray]:
-    """A token folder as the SNAC extraction writes it: frames [F, T_c] per item, `text` in its sidecar."""
+    """A token folder as the SNAC extraction writes it: frames [F, T_c] per item, `text` and `speaker` in its
+    sidecar."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     slots = FORMAT.pattern.frame_size
     codes = [rng.integers(0, CARD, size=(slots, count)) for count in frames]
     write_info(folder, {"multirate": {"strides": list(strides), "order": "depth_first"}, "cardinality": CARD,
                         "num_codebooks": slots, "sample_rate": 24000, "frame_rate": 12.0, "channels": 1})
-    write_shard(folder, 0, [(f"clip{index}.wav", item, {"text": text})
+    write_shard(folder, 0, [(f"clip{index}.wav", item, {"text": text, "speaker": VOICES[index % len(VOICES)]})
                             for index, (item, text) in enumerate(zip(codes, texts))], dtype=np.dtype(np.int16))
     return codes
 
@@ -121,7 +123,9 @@ def test_train_py_stage_tts_runs_end_to_end_and_exports(tmp_path):
         "trainer.val_check_interval=3", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
         "data.loader.batch_size=2", "data.loader.num_workers=0", "checkpoint_every_n_steps=3")
     model, tts_format, cfg = load_tts_export(run_dir)
-    assert tts_format.vocab_size == FORMAT.vocab_size and cfg.trainer.max_steps == 3
+    speakers = ["en-029+f5", "en-gb+f4", "en-us+m3"]  # the training split's, sorted: one token each
+    assert list(tts_format.config.speakers) == speakers and cfg.trainer.max_steps == 3
+    assert tts_format.vocab_size == FORMAT.vocab_size + len(speakers) == model.vocab_size
     weights = load_file(run_dir / "export" / WEIGHTS_FILE)
     assert weights.keys() == model.state_dict().keys()
     assert all(torch.equal(weights[name], value) for name, value in model.state_dict().items())
