@@ -63,7 +63,7 @@ from eval.instrument import (InstrumentClassifier, InstrumentConfig, LogMelStati
                              load_cached_classifier, save_classifier, train_classifier)
 from eval.key_tempo import (KeyConfig, TempoConfig, bpm_matches, estimate_bpm, estimate_key, key_label,
                             key_matches, parse_key)
-from eval.round_trip import codec_round_trip
+from eval.round_trip import codec_round_trip, weights_digest
 from eval.stats import Rate, intervals_overlap, rate_of, samples_to_separate, z_value
 from generate import pick_device
 from pipeline import GenerationPipeline, item_seeds
@@ -221,7 +221,7 @@ def instrument_classifier(cfg: DictConfig, config: InstrumentConfig, labelled: d
     round trip through the pipeline's codec with classifier_audio=codec)."""
     sources = sorted(str(Path(path).resolve()) for path in labelled)
     if cfg.classifier_audio == "codec":
-        sources.append(f"codec round trip: {pipeline.codec_dir}")
+        sources.append(f"codec round trip: {pipeline.codec_dir}, weights sha256 {weights_digest(pipeline.codec)}")
     key = fingerprint(config, cfg.sample_rate, cfg.duration, sources)
     cached = load_cached_classifier(out_dir / CLASSIFIER_FILE, key, config)
     if cached is not None:

@@ -36,7 +36,6 @@ known speakers' clips encoded and decoded by that codec, the ceiling of any LM s
 out_dir/speech.md (the table) and out_dir/speech.json (parameters, rows, every clip). Bad input is one line on
 stderr and exit 1.
 """
-import hashlib
 import json
 import math
 import sys
@@ -61,7 +60,7 @@ from eval.ctc import (CTCRecognizer, RecognizerConfig, cer, edit_distance, finge
 from eval.instrument import (InstrumentClassifier, InstrumentConfig, LogMelStatistics, load_cached_classifier,
                              save_classifier, train_classifier)
 from eval.instrument import fingerprint as probe_fingerprint
-from eval.round_trip import codec_round_trip
+from eval.round_trip import codec_round_trip, weights_digest
 from eval.stats import Rate, rate_of
 
 VOICE_FIELDS = ("speaker", "accent", "person")  # what a probe names, as sidecar fields
@@ -216,15 +215,6 @@ def probes_for(cfg: DictConfig, paths: list[str], sidecars: list[dict], cache_di
             probes[field] = train_classifier(clip_features, [sidecar[field] for sidecar in sidecars], config)
             save_classifier(probes[field], cache_dir / f"{field}_probe.pt", key)
     return probes
-
-
-def weights_digest(codec: Codec | SNACCodec) -> str:
-    """SHA-256 over the codec's weight names, dtypes, shapes and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(codec.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def probe_training_audio(cfg: DictConfig, paths: list[str], codec: Codec | SNACCodec | None) -> list[Tensor]:

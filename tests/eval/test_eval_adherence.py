@@ -214,6 +214,27 @@ def test_classifier_learns_from_codec_round_trips_when_asked(lm_run, tmp_path):
     assert not torch.allclose(real["hidden.weight"], codec_trained["hidden.weight"], atol=1e-3)
 
 
+def test_a_codec_retrained_into_the_same_directory_retrains_the_codec_classifier(lm_run, tmp_path):
+    """classifier_audio=codec caches the classifier under the codec's weights, not only its directory: new weights
+    saved where the old ones were must not reuse the old round trips' classifier."""
+    codec_dir, out_dir = tmp_path / "codec", tmp_path / "report"
+    codec = Codec.load(lm_run.parent / "codec")
+    codec.save(codec_dir)
+    run = [f"checkpoint={lm_run}", f"codec_dir={codec_dir}", f"out_dir={out_dir}", "duration=3.0", "cfg_coefs=[3]",
+           "unconditional=false", "samples_per_caption=1", "recombined_captions=0", "instrument.steps=50",
+           "classifier_audio=codec"]
+    _adherence(*run)
+    before = torch.load(out_dir / "instrument_classifier.pt", weights_only=True)
+    with torch.no_grad():
+        for parameter in codec.decoder.parameters():
+            parameter.mul_(0.5)
+    codec.save(codec_dir)
+    _adherence(*run)
+    after = torch.load(out_dir / "instrument_classifier.pt", weights_only=True)
+    assert before["fingerprint"] != after["fingerprint"]
+    assert not torch.allclose(before["state"]["hidden.weight"], after["state"]["hidden.weight"], atol=1e-4)
+
+
 @pytest.mark.parametrize("override, message", [
     ("num_captions=0", "num_captions must be an integer >= 1 (or null: every held-out clip), got 0"),
     ("samples_per_caption=1.5", "samples_per_caption must be an integer >= 1, got 1.5"),
