@@ -48,6 +48,17 @@ def write_tokens(folder: Path, texts: list[str], frames: list[int], seed: int = 
     return codes
 
 
+def train_briefly(model: TTSLM | HFTTSLM, dataset: TTSDataset, steps: int) -> TTSLightningModule:
+    """`steps` batches of 4 at lr 3e-3 (10 warm-up steps), seeded, no logging or validation; returns the module."""
+    module = TTSLightningModule(model, LMTrainingConfig(lr=3e-3, weight_decay=0.0, warmup_steps=10,
+                                                        total_steps=steps))
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(dataset, batch_size=4, sampler=range(4 * steps), collate_fn=dataset.collate))
+    return module
+
+
 def test_the_loss_mask_covers_exactly_the_audio_span_and_end_of_speech(tmp_path):
     write_tokens(tmp_path / "tokens", SENTENCES, frames=[2, 5, 3, 4])
     dataset = TTSDataset(str(tmp_path / "tokens"), FORMAT, TTSSequenceConfig(), shuffle=False)
@@ -95,12 +106,7 @@ def test_a_short_run_memorises_four_utterances_and_speaks_them_back(tmp_path):
     codes = write_tokens(tmp_path / "tokens", SENTENCES, frames=[3, 4, 3, 4])
     dataset = TTSDataset(str(tmp_path / "tokens"), FORMAT, TTSSequenceConfig(), shuffle=True)
     model = TTSLM(TTSLMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128), vocab_size=FORMAT.vocab_size)
-    module = TTSLightningModule(model, LMTrainingConfig(lr=3e-3, weight_decay=0.0, warmup_steps=10,
-                                                        total_steps=150))
-    pl.seed_everything(0)
-    trainer = pl.Trainer(max_steps=150, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(module, DataLoader(dataset, batch_size=4, sampler=range(600), collate_fn=dataset.collate))
+    train_briefly(model, dataset, steps=150)
     batch = dataset.collate([dataset[index] for index in range(4)])
     with torch.no_grad():
         loss, accuracy = target_losses(model.eval()(batch["ids"]), batch["ids"], batch["loss_mask"])
@@ -141,11 +147,7 @@ def test_a_hugging_face_base_trains_on_the_tts_sequences_and_its_export_loads_wi
     write_tokens(tmp_path / "tokens", SENTENCES, frames=[3, 4, 3, 4])
     dataset = TTSDataset(str(tmp_path / "tokens"), FORMAT, TTSSequenceConfig(), shuffle=True)
     model = HFTTSLM.from_pretrained(tmp_path / "base", vocab_size=FORMAT.vocab_size)
-    module = TTSLightningModule(model, LMTrainingConfig(lr=3e-3, weight_decay=0.0, warmup_steps=10, total_steps=200))
-    pl.seed_everything(0)
-    trainer = pl.Trainer(max_steps=200, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(module, DataLoader(dataset, batch_size=4, sampler=range(800), collate_fn=dataset.collate))
+    module = train_briefly(model, dataset, steps=200)
     batch = dataset.collate([dataset[index] for index in range(4)])
     with torch.no_grad():
         loss, _ = target_losses(model.eval()(batch["ids"]), batch["ids"], batch["loss_mask"])
